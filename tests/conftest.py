@@ -1,0 +1,71 @@
+"""Shared fixtures: real audio files, a real MLflow sqlite store in a temp dir, backends."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from audiotools import AudioSignal
+
+from vampstudy.audio import synthesize_demo
+from vampstudy.backends.reference import ReferenceBackend
+from vampstudy.tracking import Tracker
+
+DOUBLES = Path(__file__).parent / "doubles"
+
+
+@pytest.fixture(scope="session")
+def backend() -> ReferenceBackend:
+    return ReferenceBackend(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def music_3s(tmp_path_factory) -> Path:
+    """Three seconds of the demo music at 44.1 kHz, written as a real WAV file."""
+    path = tmp_path_factory.mktemp("audio") / "music.wav"
+    sf.write(path, synthesize_demo(duration=3.0, seed=1), 44100, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="session")
+def music_signal(music_3s) -> AudioSignal:
+    return AudioSignal(str(music_3s))
+
+
+@pytest.fixture(scope="session")
+def codes_3s(backend, music_signal) -> torch.Tensor:
+    return backend.encode(music_signal)
+
+
+@pytest.fixture()
+def tracking_uri(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture()
+def tracker(tracking_uri, tmp_path, monkeypatch) -> Tracker:
+    monkeypatch.chdir(tmp_path)
+    return Tracker(tracking_uri)
+
+
+@pytest.fixture()
+def vampnet_double(monkeypatch):
+    """Put the VampNet test double (tests/doubles/vampnet) on the import path."""
+    monkeypatch.syspath_prepend(str(DOUBLES))
+    for name in [m for m in sys.modules if m == "vampnet" or m.startswith("vampnet.")]:
+        monkeypatch.delitem(sys.modules, name)
+    import vampnet.interface
+
+    vampnet.interface.CALLS.clear()
+    yield vampnet.interface
+    for name in [m for m in sys.modules if m == "vampnet" or m.startswith("vampnet.")]:
+        sys.modules.pop(name, None)
+
+
+def write_wav(path: Path, samples: np.ndarray, sr: int = 44100) -> Path:
+    sf.write(path, samples, sr, subtype="PCM_16")
+    return path

@@ -1,0 +1,1 @@
+"""Test double of the ``vampnet`` package (see interface.py). Not VampNet."""

@@ -1,0 +1,127 @@
+"""The reference backend: codec quality, generator contract, determinism."""
+
+import math
+
+import pytest
+import torch
+from audiotools import AudioSignal
+from audiotools.metrics.spectral import MelSpectrogramLoss
+
+from vampstudy.backends import load_backend
+from vampstudy.errors import ConfigError
+
+
+def test_timing_matches_vampnet(backend):
+    assert (backend.sample_rate, backend.hop_length, backend.n_codebooks,
+            backend.codebook_size) == (44100, 768, 14, 1024)
+    assert math.isclose(backend.tokens_per_second, 57.421875)
+
+
+def test_codes_shape_dtype_range(backend, music_signal, codes_3s):
+    n = math.ceil(music_signal.signal_length / 768)
+    assert codes_3s.shape == (1, 14, n) and codes_3s.dtype == torch.long
+    assert 0 <= int(codes_3s.min()) and int(codes_3s.max()) < 1024
+
+
+def test_decode_keeps_length_and_sounds_like_input(backend, music_signal, codes_3s):
+    ref = backend.preprocess(music_signal)
+    out = backend.decode(codes_3s)
+    assert out.signal_length == ref.signal_length and out.sample_rate == 44100
+    loss = MelSpectrogramLoss()
+    by_k = [float(loss(AudioSignal(backend.codec.decode(codes_3s, k), 44100), ref))
+            for k in (1, 2, 4, 8, 14)]
+    assert all(a > b for a, b in zip(by_k, by_k[1:])), by_k   # more codebooks, closer
+    # the input's own hop-sized frames in a shuffled order: same content, no structure
+    frames = ref.audio_data.reshape(1, 1, -1, 768)
+    perm = torch.randperm(frames.shape[2], generator=torch.Generator().manual_seed(0))
+    shuffled = AudioSignal(frames[:, :, perm].reshape(1, 1, -1), 44100)
+    assert float(loss(shuffled, ref)) >= 3 * by_k[-1], (float(loss(shuffled, ref)), by_k[-1])
+
+
+def _periodic(backend, codes, p=7, seed=0):
+    torch.manual_seed(seed)
+    return backend.build_mask(codes, periodic_prompt=p, upper_codebook_mask=3)
+
+
+def test_unmasked_tokens_are_returned_bit_for_bit(backend, codes_3s):
+    mask = _periodic(backend, codes_3s)
+    out = backend.vamp(codes_3s, mask, seed=0)
+    assert torch.equal(out[mask == 0], codes_3s[mask == 0])
+    assert out.shape == codes_3s.shape and out.dtype == torch.long
+
+
+def test_all_zero_mask_returns_input(backend, codes_3s):
+    out = backend.vamp(codes_3s, torch.zeros_like(codes_3s), seed=3)
+    assert torch.equal(out, codes_3s)
+
+
+def test_all_one_mask_changes_most_tokens(backend, codes_3s):
+    out = backend.vamp(codes_3s, torch.ones_like(codes_3s), seed=0)
+    assert float((out != codes_3s).float().mean()) > 0.8
+
+
+def test_seed_determinism(backend, codes_3s):
+    mask = _periodic(backend, codes_3s, p=5)
+    a = backend.vamp(codes_3s, mask, seed=11)
+    b = backend.vamp(codes_3s, mask, seed=11)
+    c = backend.vamp(codes_3s, mask, seed=12)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def _entropy(tokens: torch.Tensor) -> float:
+    """Mean over codebooks of the empirical entropy (nats) of the generated tokens."""
+    total = 0.0
+    for row in tokens[0]:
+        _, counts = torch.unique(row, return_counts=True)
+        p = counts.float() / counts.sum()
+        total += float(-(p * p.log()).sum())
+    return total / tokens.shape[1]
+
+
+def test_low_temperature_lowers_entropy(backend, codes_3s):
+    mask = torch.ones_like(codes_3s)
+    hot = backend.vamp(codes_3s, mask, seed=0, temperature=1.0, typical_filtering=False)
+    cold = backend.vamp(codes_3s, mask, seed=0, temperature=0.0, typical_filtering=False)
+    assert _entropy(cold) < _entropy(hot)
+
+
+def test_sampling_options_act(backend, codes_3s):
+    mask = _periodic(backend, codes_3s, p=7)
+    base = backend.vamp(codes_3s, mask, seed=0)
+    for option in ({"typical_filtering": False}, {"top_p": 0.5}, {"_sampling_steps": 4},
+                   {"temperature": 0.5}):
+        assert not torch.equal(base, backend.vamp(codes_3s, mask, seed=0, **option)), option
+
+
+def test_larger_intervals_change_more(backend, codes_3s):
+    changed = []
+    for p in (2, 13, 100):
+        mask = _periodic(backend, codes_3s, p=p)
+        out = backend.vamp(codes_3s, mask, seed=0)
+        changed.append(float((out != codes_3s).float().mean()))
+    assert changed[0] < changed[1] < changed[2]
+
+
+def test_batch_expansion_and_return_mask(backend, codes_3s):
+    mask = _periodic(backend, codes_3s)
+    out, applied = backend.vamp(codes_3s, mask, batch_size=2, seed=0, return_mask=True)
+    assert out.shape == (2, 14, codes_3s.shape[-1]) and applied.shape == out.shape
+    with pytest.raises(ConfigError):
+        backend.vamp(codes_3s, mask.expand(3, -1, -1), batch_size=2)
+
+
+def test_unknown_option_is_refused(backend, codes_3s):
+    with pytest.raises(TypeError, match="cfg_scal"):
+        backend.vamp(codes_3s, torch.ones_like(codes_3s), cfg_scal=3.0)
+    with pytest.raises(TypeError, match="periodic"):
+        backend.build_mask(codes_3s, periodic=3)
+
+
+def test_load_backend_by_name_and_option_check():
+    b = load_backend("reference", device="cpu", context_width=2)
+    assert b.name == "reference" and b.context_width == 2
+    with pytest.raises(ConfigError, match="context_widht"):
+        load_backend("reference", context_widht=2)
+    with pytest.raises(ConfigError, match="unknown backend"):
+        load_backend("nope")

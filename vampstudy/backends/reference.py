@@ -1,0 +1,259 @@
+"""The built-in reference backend: offline, CPU-fast, deterministic, no weights.
+
+**This is not VampNet.** It is a stand-in with VampNet's timing and token
+layout so that the whole pipeline — and every study — runs anywhere, and so
+that results labelled ``backend=reference`` can be compared against each other.
+
+* Codec: :class:`~vampstudy.backends.refcodec.ReferenceCodec` (residual
+  lattice quantisation of mel cepstra).
+* Masks: :func:`vampstudy.masks.build_mask`, VampNet's semantics exactly.
+* Generator (:meth:`ReferenceBackend.vamp`): a non-parametric masked-token
+  sampler. The clip's own input codes serve as its "training data". For each
+  masked position it scores every other frame of the clip by how well that
+  frame's neighbourhood matches the *known* tokens around the position
+  (squared codeword distances, summed over known codebooks and a window of
+  ±``context_width`` steps; frames within ``exclude_radius`` steps are never
+  candidates). A softmax over frames gives a distribution over that
+  codebook's vocabulary (the tokens that codebook uses in the clip);
+  ``temperature``, ``typical_filtering`` (with ``typical_mass``, and
+  ``typical_min_tokens`` scaled from 1024 to that vocabulary's size),
+  ``top_p`` and ``seed`` act on it.
+  Positions are unmasked over ``_sampling_steps`` steps on a cosine schedule,
+  most confident first (with Gumbel noise scaled by ``mask_temperature``), so
+  later choices condition on earlier ones — as in a masked-token model. Less
+  context (larger prompt intervals) gives flatter distributions and so more
+  variation. Unmasked positions are returned bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from audiotools import AudioSignal
+
+from ..errors import ConfigError
+from ..masks import build_mask as _build_mask
+from .base import MASK_OPTIONS, Backend, resolve_device
+from .refcodec import ReferenceCodec
+
+logger = logging.getLogger(__name__)
+
+
+class ReferenceBackend(Backend):
+    """Built-in offline stand-in for VampNet (see module docstring).
+
+    Parameters
+    ----------
+    device : str
+        ``auto``, ``cpu`` or ``cuda``; the reference backend computes on the
+        CPU and only returns tensors on this device.
+    context_width : int
+        Steps either side of a position that its context covers.
+    context_scale : float
+        Divides the context distance before the softmax over frames: smaller
+        means sharper matching.
+    exclude_radius : int
+        Frames this close to a position are never copied from.
+    """
+
+    name = "reference"
+    description = ("vampstudy reference backend (offline DSP codec + context-matching "
+                   "sampler; NOT VampNet)")
+
+    def __init__(self, device: str = "auto", context_width: int = 4, context_scale: float = 100.0,
+                 exclude_radius: int = 2):
+        if context_width < 0 or exclude_radius < 0 or context_scale <= 0:
+            raise ConfigError("reference backend: context_width and exclude_radius must be >= 0 "
+                              "and context_scale > 0")
+        self.device = resolve_device(device)
+        self.context_width = int(context_width)
+        self.context_scale = float(context_scale)
+        self.exclude_radius = int(exclude_radius)
+        self.codec = ReferenceCodec()
+        self.sample_rate = self.codec.sample_rate
+        self.hop_length = self.codec.hop_length
+        self.n_codebooks = self.codec.n_codebooks
+        self.codebook_size = self.codec.codebook_size
+
+    def options(self) -> dict:
+        return {"context_width": self.context_width, "context_scale": self.context_scale,
+                "exclude_radius": self.exclude_radius}
+
+    # ------------------------------------------------------------ codec
+    def preprocess(self, signal: AudioSignal) -> AudioSignal:
+        """Resample to 44.1 kHz, mono, -24 LUFS, peaks ≤ 1, pad to a multiple of the hop."""
+        sig = signal.clone().to("cpu")
+        sig = sig.resample(self.sample_rate).to_mono()
+        sig = sig.normalize(-24.0).ensure_max_of_audio(1.0)
+        pad = (-sig.signal_length) % self.hop_length
+        if pad:
+            sig = sig.zero_pad(0, pad)
+        return sig
+
+    def encode(self, signal: AudioSignal) -> torch.Tensor:
+        sig = self.preprocess(signal)
+        codes = self.codec.encode(sig.audio_data)
+        return codes.to(self.device)
+
+    def decode(self, codes: torch.Tensor) -> AudioSignal:
+        audio = self.codec.decode(codes.cpu())
+        return AudioSignal(audio, self.sample_rate)
+
+    # ------------------------------------------------------------- mask
+    def build_mask(self, codes: torch.Tensor, signal: AudioSignal | None = None,
+                   **mask_options) -> torch.Tensor:
+        unknown = sorted(set(mask_options) - set(MASK_OPTIONS))
+        if unknown:
+            raise TypeError(f"build_mask() got unexpected keyword(s) {unknown}; "
+                            f"valid: {', '.join(MASK_OPTIONS)}")
+        return _build_mask(codes, signal, sample_rate=self.sample_rate,
+                           hop_length=self.hop_length, **mask_options)
+
+    # ------------------------------------------------------------ vamp
+    def vamp(self, codes: torch.Tensor, mask: torch.Tensor, batch_size: int = 1,
+             feedback_steps: int = 1, time_stretch_factor: int = 1, return_mask: bool = False,
+             _sampling_steps: int = 12, temperature: float = 1.0, mask_temperature: float = 10.5,
+             typical_filtering: bool = True, typical_mass: float = 0.15,
+             typical_min_tokens: int = 64, top_p: float | None = None, seed: int | None = None,
+             sample_cutoff: float = 1.0):
+        """Regenerate masked positions (see the module docstring for the method).
+
+        Keywords are VampNet's; ``feedback_steps`` and ``time_stretch_factor``
+        are accepted for compatibility and must stay at 1.
+        """
+        if feedback_steps != 1 or time_stretch_factor != 1:
+            raise ConfigError("the reference backend supports feedback_steps=1 and "
+                              "time_stretch_factor=1 only")
+        if temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {temperature}")
+        if codes.shape[-2:] != mask.shape[-2:] or codes.ndim != 3 or mask.ndim != 3:
+            raise ConfigError(f"codes {tuple(codes.shape)} and mask {tuple(mask.shape)} "
+                              "must both be (batch, n_codebooks, n_steps)")
+        for name, t in (("codes", codes), ("mask", mask)):
+            if t.shape[0] not in (1, batch_size):
+                raise ConfigError(f"{name} has batch {t.shape[0]}; expected 1 or "
+                                  f"batch_size={batch_size}")
+        device = codes.device
+        codes = codes.cpu().expand(batch_size, -1, -1)
+        mask = mask.cpu().expand(batch_size, -1, -1)
+        if seed is None:
+            seed = int(torch.randint(0, 2 ** 31 - 1, (1,)).item())
+        gen = torch.Generator().manual_seed(int(seed))
+        out = torch.stack([
+            self._vamp_one(codes[i], mask[i], gen, steps=_sampling_steps,
+                           temperature=temperature, mask_temperature=mask_temperature,
+                           typical_filtering=typical_filtering, typical_mass=typical_mass,
+                           typical_min_tokens=typical_min_tokens, top_p=top_p,
+                           sample_cutoff=sample_cutoff)
+            for i in range(batch_size)
+        ]).to(device)
+        if return_mask:
+            return out, mask.clone()
+        return out
+
+    def _frame_logits(self, z: torch.Tensor, known: torch.Tensor, corpus: torch.Tensor) -> torch.Tensor:
+        """Log-weights ``(T, T)`` of copying frame t' into position t, from known context."""
+        n_cb, n_steps = z.shape
+        dist = torch.zeros(n_steps, n_steps)
+        for c in range(n_cb):
+            rows = known[c]
+            if not rows.any():
+                continue
+            emb = self.codec.embeddings[c]
+            a, b = emb[z[c]], emb[corpus[c]]
+            d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+            dist += d.clamp_min(0) * rows[:, None]
+        total = dist.clone()
+        for delta in range(1, self.context_width + 1):  # diagonal shifts: neighbours' contexts
+            total[:-delta, :-delta] += dist[delta:, delta:]
+            total[delta:, delta:] += dist[:-delta, :-delta]
+        logits = -total / self.context_scale
+        idx = torch.arange(n_steps)
+        near = (idx[:, None] - idx[None, :]).abs() <= self.exclude_radius
+        if bool((~near).any(dim=1).all()):
+            logits = logits.masked_fill(near, float("-inf"))
+        return logits
+
+    def _vamp_one(self, codes, mask, gen, *, steps, temperature, mask_temperature,
+                  typical_filtering, typical_mass, typical_min_tokens, top_p, sample_cutoff):
+        corpus = codes.clone()
+        z = codes.clone()
+        todo = mask.bool().clone()
+        n_total = int(todo.sum())
+        if n_total == 0:
+            return z
+        steps = max(1, int(steps))
+        vocab = [torch.unique(corpus[c], return_inverse=True) for c in range(len(corpus))]
+        for step in range(steps):
+            known = ~todo
+            weights = torch.softmax(self._frame_logits(z, known, corpus), dim=1)   # (T, T')
+            greedy = temperature == 0 or (step + 1) / steps > sample_cutoff
+            positions, tokens, confidence = [], [], []
+            for c in todo.any(dim=1).nonzero().squeeze(1).tolist():
+                t = todo[c].nonzero().squeeze(1)
+                values, inverse = vocab[c]          # the tokens this codebook uses in the clip
+                p = torch.zeros(len(t), len(values))
+                p.scatter_add_(1, inverse[None, :].expand(len(t), -1), weights[t])
+                p = self._shape(p, temperature, typical_filtering, typical_mass,
+                                typical_min_tokens, top_p, greedy, self.codebook_size)
+                if greedy:
+                    pick = p.argmax(1)
+                else:  # inverse-CDF sampling
+                    u = torch.rand(len(t), 1, generator=gen)
+                    pick = torch.searchsorted(p.cumsum(1), u * p.sum(1, keepdim=True))
+                    pick = pick.squeeze(1).clamp_max(len(values) - 1)
+                positions.append(torch.stack([torch.full_like(t, c), t], 1))
+                tokens.append(values[pick])
+                confidence.append(torch.log(p.gather(1, pick[:, None]).squeeze(1).clamp_min(1e-30)))
+            positions, tokens = torch.cat(positions), torch.cat(tokens)
+            confidence = torch.cat(confidence)
+            noise_scale = mask_temperature * (1.0 - (step + 1) / steps)
+            if noise_scale > 0:
+                u = torch.rand(len(tokens), generator=gen).clamp(1e-10, 1 - 1e-10)
+                confidence = confidence + noise_scale * -torch.log(-torch.log(u))
+            remaining = int(math.floor(n_total * math.cos(math.pi / 2 * (step + 1) / steps)))
+            n_fix = len(tokens) - remaining if step < steps - 1 else len(tokens)
+            n_fix = max(1, min(len(tokens), n_fix))
+            chosen = torch.topk(confidence, n_fix).indices
+            c_idx, t_idx = positions[chosen, 0], positions[chosen, 1]
+            z[c_idx, t_idx] = tokens[chosen]
+            todo[c_idx, t_idx] = False
+            if not todo.any():
+                break
+        return z
+
+    @staticmethod
+    def _shape(probs, temperature, typical_filtering, typical_mass, typical_min_tokens, top_p,
+               greedy, vocab_size=1024):
+        """Apply temperature, typical filtering and top-p to rows of probabilities."""
+        probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-30)
+        if greedy:
+            return probs
+        if temperature != 1.0:
+            logp = torch.log(probs.clamp_min(1e-30)) / temperature
+            probs = torch.softmax(logp.masked_fill(probs <= 0, float("-inf")), dim=1)
+        if typical_filtering:
+            logp = torch.log(probs.clamp_min(1e-30))
+            entropy = -(probs * logp).sum(1, keepdim=True)
+            surprise_gap = (-logp - entropy).abs().masked_fill(probs <= 0, float("inf"))
+            order = surprise_gap.argsort(1)
+            sorted_p = probs.gather(1, order)
+            cum = sorted_p.cumsum(1)
+            keep_sorted = (cum - sorted_p) < typical_mass
+            # the sampler's vocabulary is the clip's own tokens (not all 1024), so the
+            # minimum is scaled to the same share of it: 64 of 1024 → 1/16 of the tokens used
+            min_keep = max(1, math.ceil(typical_min_tokens * probs.shape[1] / vocab_size))
+            keep_sorted[:, :min_keep] = True
+            keep = torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
+            probs = probs * keep
+            probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-30)
+        if top_p is not None and 0 < top_p < 1:
+            sorted_p, order = probs.sort(1, descending=True)
+            cum = sorted_p.cumsum(1)
+            keep_sorted = (cum - sorted_p) < top_p
+            keep = torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
+            probs = probs * keep
+            probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-30)
+        return probs

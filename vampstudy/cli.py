@@ -1,0 +1,351 @@
+"""The ``vampstudy`` command line: a thin click layer over the library.
+
+Each command parses its options, calls one library function and formats
+the result; library errors (:class:`~vampstudy.errors.VampstudyError`)
+become one-line messages with exit code 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import subprocess
+import sys
+import warnings
+
+import click
+from click.core import ParameterSource
+
+from .errors import VampstudyError
+
+logger = logging.getLogger("vampstudy")
+
+RUNNER_CONFIG_KEYS = ("audio", "seed", "seeds", "backend", "device", "experiment")
+
+
+def _setup_logging(verbose: int) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("vampstudy").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("studies").setLevel(logging.INFO if verbose else logging.WARNING)
+    for noisy in ("alembic", "mlflow", "urllib3", "numba", "matplotlib", "mlflow.store.db.utils"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose > 1 else logging.ERROR)
+    if not verbose:
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _errors(fn):
+    """Turn library errors into click errors (one line, exit code 1)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VampstudyError as exc:
+            raise click.ClickException(str(exc)) from exc
+    return wrapper
+
+
+def tracking_option(fn):
+    return click.option("--tracking-uri", metavar="URI", default=None,
+                        help="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else "
+                             "sqlite:///mlruns/mlflow.db under the current folder.")(fn)
+
+
+def backend_options(fn):
+    """--backend, --device and the VampNet checkpoint options, shared by run and check."""
+    opts = [
+        click.option("--backend", default="auto", show_default=True,
+                     help="auto (vampnet when installed, else reference), vampnet, reference, "
+                          "or a backend registered by a plugin."),
+        click.option("--device", default="auto", show_default=True,
+                     type=click.Choice(["auto", "cpu", "cuda"]),
+                     help="auto picks cuda when available."),
+        click.option("--coarse-ckpt", type=click.Path(dir_okay=False), default=None,
+                     help="VampNet: local coarse checkpoint (else Interface.default())."),
+        click.option("--c2f-ckpt", type=click.Path(dir_okay=False), default=None,
+                     help="VampNet: local coarse-to-fine checkpoint."),
+        click.option("--codec-ckpt", type=click.Path(dir_okay=False), default=None,
+                     help="VampNet: local codec checkpoint."),
+        click.option("--coarse-lora-ckpt", type=click.Path(dir_okay=False), default=None,
+                     help="VampNet: LoRA fine-tune for the coarse model."),
+        click.option("--c2f-lora-ckpt", type=click.Path(dir_okay=False), default=None,
+                     help="VampNet: LoRA fine-tune for the coarse-to-fine model."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+VAMPNET_ONLY = ("coarse_ckpt", "c2f_ckpt", "codec_ckpt", "coarse_lora_ckpt", "c2f_lora_ckpt")
+
+
+def make_backend(backend: str, device: str, **ckpts):
+    """Load the backend named on the command line and print a banner naming it."""
+    from .backends import load_backend, resolve_backend_name
+
+    name = resolve_backend_name(backend)
+    given = {k: v for k, v in ckpts.items() if v}
+    if given and name != "vampnet":
+        raise click.UsageError(f"{', '.join('--' + k.replace('_', '-') for k in given)} "
+                               f"only apply to --backend vampnet (backend is {name})")
+    b = load_backend(name, device=device, **given)
+    note = "" if b.is_vampnet else "  [NOT VampNet: an offline stand-in]"
+    click.echo(f"backend: {b.name} — {b.description} on {b.device}{note}", err=True)
+    return b
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for libraries too).")
+@click.version_option(package_name="vampstudy")
+def main(verbose: int):
+    """Tracked, repeatable masking studies for VampNet-style token models.
+
+    \b
+    Example:
+        vampstudy run periodic            # the periodic-prompt study on the demo clip
+        vampstudy ui                      # open the results in MLflow
+    """
+    _setup_logging(verbose)
+
+
+# ------------------------------------------------------------------ run
+class StudyGroup(click.Group):
+    """``vampstudy run NAME``: one subcommand per registered study, built from its signature."""
+
+    def list_commands(self, ctx):
+        from .registry import registered
+
+        return sorted(registered())
+
+    def get_command(self, ctx, name):
+        from .registry import find_study
+
+        try:
+            entry = find_study(name)
+        except VampstudyError as exc:
+            raise click.UsageError(str(exc), ctx) from exc
+        return _study_command(entry, name)
+
+
+def _study_command(entry, invoked_name: str) -> click.Command:
+    from .options import study_options
+
+    cls = entry.cls
+    params = study_options(cls) + [
+        click.Option(["--audio"], multiple=True, metavar="PATH",
+                     help="Audio file, folder or glob (repeatable). Default: the built-in demo clip."),
+        click.Option(["--seed"], type=int, default=0, show_default=True,
+                     help="Random seed of every condition."),
+        click.Option(["--seeds"], default=None, metavar="N,N,...",
+                     help="Run each condition once per seed (overrides --seed), e.g. 0,1,2."),
+        click.Option(["--experiment"], default=None,
+                     help=f"MLflow experiment. Default: the study name ({cls.name})."),
+        click.Option(["--resume"], is_flag=True,
+                     help="Continue the newest unfinished run of the same configuration."),
+        click.Option(["--config"], type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="YAML file of study parameters (command-line options win)."),
+    ]
+    doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+    help_text = (f"{doc}\n\nSource: {entry.source}.\n\n\b\nExample:\n"
+                 f"    vampstudy run {invoked_name} --backend reference")
+
+    @_errors
+    def callback(**kwargs):
+        _run(click.get_current_context(), cls, **kwargs)
+
+    shared = _options_of(tracking_option) + _options_of(backend_options)
+    return click.Command(invoked_name, params=params + shared, callback=callback, help=help_text,
+                         short_help=cls.description)
+
+
+def _options_of(decorator) -> list[click.Parameter]:
+    """The click parameters a shared-option decorator adds, for dynamically built commands."""
+    def dummy():
+        pass
+    return list(reversed(decorator(dummy).__click_params__))
+
+
+def _parse_seeds(text: str) -> list[int]:
+    from .options import ListType
+
+    try:
+        return list(ListType(int).convert(text, None, None))
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, param_hint="--seeds") from exc
+
+
+def _apply_config(ctx, cls, path, study_kwargs: dict, runner: dict) -> None:
+    """Fill parameters left at their defaults from a --config file (the command line wins)."""
+    from .options import load_config_file
+
+    values = load_config_file(path)
+    unknown = sorted(set(values) - set(study_kwargs) - set(RUNNER_CONFIG_KEYS))
+    if unknown:
+        raise click.UsageError(f"--config {path}: unknown parameter(s) {unknown}; {cls.name} "
+                               f"takes {', '.join(sorted(study_kwargs))} and "
+                               f"{', '.join(RUNNER_CONFIG_KEYS)}")
+    by_name = {p.name: p for p in ctx.command.params}
+    for key, value in values.items():
+        if ctx.get_parameter_source(key) not in (ParameterSource.DEFAULT, None):
+            continue
+        if key == "audio":
+            runner["audio"] = tuple(value) if isinstance(value, list) else (str(value),)
+        elif key == "seeds":
+            runner["seeds"] = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        else:
+            try:
+                converted = by_name[key].type_cast_value(ctx, value)
+            except click.BadParameter as exc:
+                raise click.UsageError(f"--config {path}: {key}: {exc.message}") from exc
+            (study_kwargs if key in study_kwargs else runner)[key] = converted
+
+
+def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, experiment, resume,
+         config, **rest):
+    from .runner import StudyFailed, run_study
+    from .study import Study
+    from .tracking import Tracker
+
+    ckpts = {k: rest.pop(k) for k in VAMPNET_ONLY}
+    study_kwargs = rest
+    runner = {"audio": audio, "seed": seed, "seeds": seeds, "backend": backend, "device": device,
+              "experiment": experiment}
+    if config:
+        _apply_config(ctx, cls, config, study_kwargs, runner)
+    audio, seed, seeds = runner["audio"], runner["seed"], runner["seeds"]
+    backend, device, experiment = runner["backend"], runner["device"], runner["experiment"]
+    seed_list = _parse_seeds(seeds) if seeds else [seed]
+    study: Study = cls(**study_kwargs)
+    b = make_backend(backend, device, **ckpts)
+    tracker = Tracker(tracking_uri)
+    click.echo(f"study: {cls.name} · tracking: {tracker.uri}", err=True)
+
+    with click.progressbar(length=1, label="conditions", file=sys.stderr, show_pos=True,
+                           item_show_func=lambda s: s) as bar:
+        def progress(trial, status, i, total):
+            bar.length = total
+            bar.label = "conditions"
+            bar.update(1, f"{trial.condition.name} {status}")
+
+        try:
+            result = run_study(study, b, tracker, audio=audio, seeds=seed_list,
+                               experiment=experiment, resume=resume, progress=progress,
+                               resolved_config={**study.get_params(), "backend": b.name,
+                                                "device": device,
+                                                "audio": list(audio), "seeds": seed_list})
+            failure = None
+        except StudyFailed as exc:
+            result, failure = exc.result, exc
+    _report(tracker, result)
+    if failure is not None:
+        raise click.ClickException(str(failure))
+
+
+def _report(tracker, result) -> None:
+    from .report import format_table
+
+    try:
+        rows = tracker.load_table(result.parent_run_id, "summary")
+    except Exception:
+        rows = []
+    if rows:
+        click.echo(format_table(rows, max_width=110, drop_empty=True))
+    extra = f", {result.skipped} reused from the resumed run" if result.resumed else ""
+    click.echo(f"\n{len(result.outcomes)} conditions finished, {len(result.failed)} failed{extra} "
+               f"in {result.seconds:.1f} s. Parent run: {result.parent_run_id}")
+    uri_opt = "" if tracker.uri == _default_uri() else f" --tracking-uri '{tracker.uri}'"
+    click.echo(f"Open the results:  vampstudy ui{uri_opt}\n"
+               f"  then browse {tracker.ui_url(result.experiment_id)}")
+
+
+def _default_uri() -> str:
+    from .tracking import default_store
+
+    return default_store()[0]
+
+
+main.add_command(StudyGroup("run", help="Run a study: `vampstudy run NAME [OPTIONS]`.\n\n"
+                                        "NAME is a registered study (see `vampstudy list`) or "
+                                        "path/to/file.py:ClassName.\n\n\b\nExample:\n"
+                                        "    vampstudy run periodic --intervals 2,7,30 --seed 1"))
+
+
+# ----------------------------------------------------------------- list
+@main.command("list")
+@_errors
+def list_cmd():
+    """List the available studies, their descriptions and where they come from.
+
+    \b
+    Example:
+        vampstudy list
+    """
+    from .registry import registered
+
+    for name, entries in sorted(registered().items()):
+        clash = "  ** NAME CLASH **" if len(entries) > 1 else ""
+        for e in entries:
+            click.echo(f"{name:<18} {e.description}")
+            click.echo(f"{'':<18}   from {e.source}{clash}")
+
+
+# ------------------------------------------------------------------- ui
+@main.command()
+@tracking_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--experiment", default=None, help="Experiment whose runs URL to print.")
+@_errors
+def ui(tracking_uri, host, port, experiment):
+    """Start the MLflow UI on the same store (loopback by default) and print its URL.
+
+    \b
+    Example:
+        vampstudy ui --port 5001
+    """
+    from .tracking import Tracker, ui_command
+
+    tracker = Tracker(tracking_uri)
+    exp_id = tracker.experiment_id(experiment, create=False) if experiment else None
+    if exp_id is None:
+        exp_id = tracker.latest_study_experiment()
+    click.echo(f"MLflow UI for {tracker.uri}\n  open {tracker.ui_url(exp_id, host, port)}\n"
+               "  (runs table with nested runs; Ctrl-C to stop)")
+    proc = subprocess.run(ui_command(tracker, host, port))
+    sys.exit(proc.returncode)
+
+
+# ----------------------------------------------------------------- show
+@main.command()
+@click.argument("run_id", required=False, default="latest")
+@tracking_option
+@_errors
+def show(run_id, tracking_uri):
+    """Print the summary table of a study run (default: the latest one).
+
+    \b
+    Example:
+        vampstudy show            # latest study run
+        vampstudy show 3f2a9c...  # a given parent run id
+    """
+    from .report import format_table
+    from .tracking import Tracker
+
+    tracker = Tracker(tracking_uri)
+    run = tracker.resolve_study_run(run_id)
+    info = run.info
+    click.echo(f"{info.run_name}  [{info.status}]  run {info.run_id}")
+    click.echo(f"backend: {run.data.params.get('backend', '?')} — "
+               f"{run.data.params.get('backend_description', '')}")
+    try:
+        rows = tracker.load_table(info.run_id, "summary")
+    except Exception as exc:
+        raise click.ClickException(f"run {info.run_id} has no summary table yet "
+                                   f"(status {info.status})") from exc
+    click.echo(format_table(rows, drop_empty=True))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,31 @@
+"""Errors that vampstudy reports to the user.
+
+Every error raised for bad input is a :class:`VampstudyError`: its message
+names the input that is wrong and says how to fix it. The CLI turns these
+into one line on stderr and a non-zero exit code; library users can catch
+them by type.
+"""
+
+
+class VampstudyError(Exception):
+    """Base class for user-facing errors (bad input, missing dependency)."""
+
+
+class AudioError(VampstudyError):
+    """An audio file is missing, unreadable, not audio, silent or too short."""
+
+
+class ConfigError(VampstudyError, ValueError):
+    """A study or backend parameter is out of range or malformed."""
+
+
+class BackendUnavailable(VampstudyError):
+    """A backend was requested whose dependencies are not installed."""
+
+
+class TrackingError(VampstudyError):
+    """The MLflow tracking store cannot be reached or used."""
+
+
+class StudyNotFound(VampstudyError, LookupError):
+    """No study is registered under the requested name."""

@@ -1,0 +1,48 @@
+"""Text rendering of tables for the terminal (``vampstudy show``, ``vampstudy check``)."""
+
+from __future__ import annotations
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return str(value)
+
+
+def format_table(rows: list[dict], columns: list[str] | None = None, max_width: int = 0,
+                 drop_empty: bool = False) -> str:
+    """Rows of dicts as aligned text columns (numbers right-aligned).
+
+    ``max_width`` > 0 drops trailing columns that would not fit;
+    ``drop_empty`` drops columns that are empty in every row.
+    """
+    if not rows:
+        return "(no rows)"
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+    if drop_empty:
+        columns = [c for c in columns if any(r.get(c) is not None for r in rows)]
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    if max_width:
+        total, keep = 0, 0
+        for w in widths:
+            if total + w + 2 > max_width and keep:
+                break
+            total += w + 2
+            keep += 1
+        columns, widths, cells = columns[:keep], widths[:keep], [row[:keep] for row in cells]
+    numeric = [all(_is_number(r.get(c)) for r in rows) for c in columns]
+
+    def fmt(values):
+        return "  ".join(v.rjust(w) if n else v.ljust(w)
+                         for v, w, n in zip(values, widths, numeric)).rstrip()
+
+    lines = [fmt(columns), fmt(["-" * w for w in widths])]
+    lines += [fmt(row) for row in cells]
+    return "\n".join(lines)
+
+
+def _is_number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))

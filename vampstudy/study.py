@@ -1,0 +1,308 @@
+"""The :class:`Study` base class and the records its hooks exchange with the runner.
+
+Lifecycle, driven by :func:`vampstudy.runner.run_study` (the only caller of hooks)::
+
+    study = MyStudy(**params)           # stores params, nothing else
+    study.validate(backend)             # once, before any run is created
+    study.prepare(session)              # once, clips loaded and encoded
+    study.iterate()                     # once: the conditions (pure)
+    study.generate(trial, backend)      # once per clip × condition × seed
+    study.analyze(outcomes, session)    # once, over every finished outcome
+
+Hooks compute and return data; the runner logs it to MLflow (params,
+metrics, audio, arrays, figures, tables), handles failures, resume and
+progress. A study never imports mlflow.
+
+A study's parameters are its constructor's keyword arguments; ``__init__``
+only stores them under the same names (as in scikit-learn), and
+:meth:`Study.get_params` reads them back from the signature — so they are
+declared once and become CLI options and MLflow params automatically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from .backends.base import MASK_OPTIONS, Backend
+from .metrics import token_metrics
+
+if TYPE_CHECKING:  # pragma: no cover
+    from audiotools import AudioSignal
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and tuples as lists: stable across runs, for keys and hashes."""
+    def default(obj):
+        if isinstance(obj, (np.integer, np.floating)):
+            return obj.item()
+        if isinstance(obj, (set, frozenset)):
+            return sorted(obj)
+        return str(obj)
+
+    return json.dumps(value, sort_keys=True, default=default, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One setting of the varied parameters, e.g. ``Condition({"interval": 7})``.
+
+    ``params`` are logged on the condition's run and identify it (the stable
+    :attr:`key`); ``label`` is a short display name.
+    """
+
+    params: dict
+    label: str = ""
+
+    @property
+    def key(self) -> str:
+        return canonical_json(self.params)
+
+    @property
+    def name(self) -> str:
+        return self.label or " ".join(f"{k}={v}" for k, v in self.params.items()) or "default"
+
+
+@dataclass
+class PreparedClip:
+    """A clip after the backend's preprocessing and encoding (computed once per study)."""
+
+    name: str
+    identity: dict          # name, path, sha256, duration_s, ... (see vampstudy.audio.Clip)
+    signal: "AudioSignal"   # preprocessed by the backend
+    codes: torch.Tensor     # (1, n_codebooks, n_steps)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.codes.shape[-1])
+
+
+@dataclass
+class Session:
+    """What the runner hands to ``prepare`` and ``analyze``."""
+
+    backend: Backend
+    clips: list[PreparedClip]
+    seeds: list[int]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One unit of work: a condition on one clip with one seed."""
+
+    condition: Condition
+    clip: PreparedClip
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """Stable identity, used to resume and de-duplicate."""
+        return canonical_json({"clip": self.clip.identity["sha256"],
+                               "condition": self.condition.params, "seed": self.seed})
+
+
+@dataclass
+class Record:
+    """Things to log on a run. Every field is optional.
+
+    Attributes
+    ----------
+    params : dict
+        Extra parameters (plain values).
+    metrics : dict
+        Scalar metrics.
+    series : dict
+        Metric series: name → list of values, logged with ``step`` = index.
+    audio : dict
+        name → AudioSignal, written as ``audio/<name>.wav``.
+    arrays : dict
+        name → numpy array, stored together in ``arrays.npz``.
+    figures : dict
+        name → matplotlib Figure, saved as ``figures/<name>.png`` (then closed).
+    tables : dict
+        name → list of row dicts, logged as an MLflow table and a CSV.
+    texts : dict
+        artifact path → text (e.g. ``report.html``, ``observations.txt``).
+    """
+
+    params: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    series: dict = field(default_factory=dict)
+    audio: dict = field(default_factory=dict)
+    arrays: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
+    texts: dict = field(default_factory=dict)
+
+
+@dataclass
+class Outcome(Record):
+    """What :meth:`Study.generate` returns for one trial.
+
+    The runner fills :attr:`trial` and :attr:`run_id`. Outcomes of conditions
+    finished in an earlier (resumed) invocation are reloaded from MLflow with
+    their params, metrics, arrays and audio (figures are not reloaded).
+    """
+
+    trial: Trial | None = None
+    run_id: str | None = None
+
+
+@dataclass
+class Summary(Record):
+    """What :meth:`Study.prepare` and :meth:`Study.analyze` return for the parent run."""
+
+
+class Study:
+    """Base class of every study. Subclass it and implement :meth:`generate`.
+
+    Class attributes
+    ----------------
+    name : str
+        Registry name (``vampstudy run <name>``). Defaults to the class name.
+    description : str
+        One line for ``vampstudy list``; defaults to the docstring's first line.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("name"):
+            cls.name = cls.__name__
+        if not cls.__dict__.get("description"):
+            doc = inspect.getdoc(cls) or ""
+            cls.description = doc.strip().splitlines()[0] if doc.strip() else ""
+
+    # ---------------------------------------------------------- params
+    @classmethod
+    def param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values()
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    def get_params(self) -> dict:
+        """The constructor's parameters as stored on the instance (read off the signature)."""
+        missing = [n for n in self.param_names() if not hasattr(self, n)]
+        if missing:
+            raise TypeError(f"{type(self).__name__}.__init__ must store its parameters as "
+                            f"attributes of the same name; missing: {missing}")
+        return {n: getattr(self, n) for n in self.param_names()}
+
+    def config_hash(self, **extra) -> str:
+        """Hash of the study's identity and parameters plus ``extra`` (backend, clips, seeds)."""
+        blob = canonical_json({"study": self.name, "params": self.get_params(), **extra})
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # ----------------------------------------------------------- hooks
+    def validate(self, backend: Backend) -> None:
+        """Check the parameters against the backend; raise ``ConfigError`` if invalid.
+
+        When: once, before any MLflow run is created, so that bad input leaves
+        nothing behind. May not change anything. Default: accept.
+        """
+
+    def prepare(self, session: Session) -> Summary | None:
+        """Compute study-wide state once, after the clips are loaded and encoded.
+
+        When: once per invocation (also on resume), before :meth:`iterate`.
+        Receives the :class:`Session` (backend, prepared clips, seeds). May set
+        attributes ending in ``_``; may return a :class:`Summary` whose content
+        is logged on the parent run (e.g. codec timing). Default: nothing.
+        """
+        return None
+
+    def iterate(self) -> list[Condition]:
+        """Return the conditions to run, in order. Must be pure (config → list).
+
+        Default: one condition with no varying parameter.
+        """
+        return [Condition({})]
+
+    def generate(self, trial: Trial, backend: Backend) -> Outcome:
+        """Run one trial and return its :class:`Outcome`. **Required.**
+
+        When: once per clip × condition × seed, after the runner seeded
+        torch, numpy and random with ``trial.seed``. Must not log or write
+        files. An exception marks this trial's run FAILED; the others go on.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement the generate() hook")
+
+    def analyze(self, outcomes: list[Outcome], session: Session) -> Summary | None:
+        """Summarise every finished outcome for the parent run.
+
+        When: once, after all trials (including ones finished before a
+        resume; their figures are not reloaded). Default: a table with one
+        row per outcome (condition params, seed, clip, metrics).
+        """
+        rows = []
+        for o in outcomes:
+            row = {"clip": o.trial.clip.name, "seed": o.trial.seed, **o.trial.condition.params}
+            row.update({k: v for k, v in o.metrics.items() if "_cb" not in k})
+            rows.append(row)
+        return Summary(tables={"summary": rows})
+
+
+class MaskingStudy(Study):
+    """A study whose conditions are settings of VampNet's mask and sampling options.
+
+    :meth:`generate` builds the mask with ``backend.build_mask``, vamps with
+    ``backend.vamp``, decodes and computes the standard token metrics
+    (:func:`vampstudy.metrics.token_metrics`). Subclasses say which options a
+    condition sets (:meth:`mask_options`, :meth:`sampling_options`) and may add
+    measurements in :meth:`measure`. Keeping the model call apart from the
+    measurement lets a runner hand several trials to the model in one call.
+    """
+
+    #: Study parameters that are never passed to the backend.
+    upper_codebook_mask: int = 3
+
+    def mask_options(self, condition: Condition) -> dict:
+        """``build_mask`` keywords for this condition. Default: condition params that are mask options."""
+        return {k: v for k, v in condition.params.items() if k in MASK_OPTIONS}
+
+    def sampling_options(self, condition: Condition) -> dict:
+        """``vamp`` keywords for this condition (``seed`` is added by :meth:`generate`)."""
+        return {}
+
+    def measure(self, trial: Trial, outcome: Outcome, backend: Backend) -> Outcome:
+        """Add study-specific params, metrics or figures to a trial's outcome.
+
+        ``outcome.arrays`` holds ``codes_in``, ``codes_out`` and ``mask``;
+        ``outcome.audio["output"]`` the decoded signal. Default: unchanged.
+        """
+        return outcome
+
+    def generate(self, trial: Trial, backend: Backend) -> Outcome:
+        from . import plots
+
+        codes = trial.clip.codes
+        mask_opts = self.mask_options(trial.condition)
+        upper = int(mask_opts.get("upper_codebook_mask", self.upper_codebook_mask))
+        mask = backend.build_mask(codes, trial.clip.signal, **mask_opts)
+        codes_out = backend.vamp(codes, mask, seed=trial.seed,
+                                 **self.sampling_options(trial.condition))
+        signal = backend.decode(codes_out)
+        metrics, series = token_metrics(codes, codes_out, mask, upper)
+        label = plots.backend_label(backend)
+        title = f"{trial.condition.name} — density {metrics['mask_density']:.3f}"
+        outcome = Outcome(
+            metrics=metrics, series=series,
+            audio={"output": signal},
+            arrays={"codes_in": codes.cpu().numpy(), "codes_out": codes_out.cpu().numpy(),
+                    "mask": mask.cpu().numpy()},
+            figures={"mask": plots.mask_figure(mask, title, label),
+                     "spectrogram": plots.spectrogram_figure(signal, trial.condition.name, label)},
+        )
+        return self.measure(trial, outcome, backend)

@@ -1,0 +1,279 @@
+"""MLflow: store resolution, the run layout, logging, and finding runs again.
+
+This is the only module that imports mlflow. It uses :class:`MlflowClient`
+with explicit run ids (never the fluent active-run stack) and sets
+``mlflow.parentRunId`` explicitly on child runs.
+
+Tracking URI resolution: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``,
+else a sqlite database ``mlruns/mlflow.db`` under the current directory with
+artifacts in ``mlruns/artifacts`` (MLflow 3 refuses the old ``./mlruns`` file store).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow  # noqa: E402  (the setting above must precede the import)
+import numpy as np
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from .errors import TrackingError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORE_DIR = "mlruns"
+PARAM_MAX = 6000
+
+# Tags that describe vampstudy's layout.
+TAG_ROLE = "vampstudy.role"            # study | condition | check
+TAG_STUDY = "vampstudy.study"
+TAG_BACKEND = "vampstudy.backend"
+TAG_CONFIG = "vampstudy.config_hash"
+TAG_TRIAL = "vampstudy.trial_key"      # stable condition key (clip, condition, seed)
+TAG_CONDITION = "vampstudy.condition_key"
+TAG_CHECK = "vampstudy.last_check"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_NOTE = "mlflow.note.content"
+
+
+def default_store(root: str | Path | None = None) -> tuple[str, str]:
+    """``(tracking_uri, artifact_root_uri)`` for the default sqlite store under ``root/mlruns``."""
+    base = Path(root or os.getcwd()) / DEFAULT_STORE_DIR
+    return f"sqlite:///{(base / 'mlflow.db').resolve()}", (base / "artifacts").resolve().as_uri()
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the default sqlite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store()[0]
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return repr(round(value, 6))
+    return str(value)
+
+
+@contextmanager
+def _short_http_retries():
+    """Fail fast when probing a server (MLflow retries HTTP for minutes by default)."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                                             "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class Tracker:
+    """A tracking store and the vampstudy run layout on it."""
+
+    def __init__(self, tracking_uri: str | None = None):
+        self.uri = resolve_tracking_uri(tracking_uri)
+        self.artifact_root: str | None = None
+        default_uri, default_artifacts = default_store()
+        if self.uri == default_uri:
+            Path(default_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            self.artifact_root = default_artifacts
+        self.client = MlflowClient(tracking_uri=self.uri)
+        try:
+            with _short_http_retries():
+                self.client.search_experiments(max_results=1)
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot reach the MLflow tracking store at {self.uri} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); start the server or pass "
+                "another --tracking-uri (or unset MLFLOW_TRACKING_URI to use ./mlruns)") from exc
+
+    # ------------------------------------------------------ experiments
+    def experiment_id(self, name: str, create: bool = True) -> str | None:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        if not create:
+            return None
+        location = f"{self.artifact_root}/{name}" if self.artifact_root else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def ui_url(self, experiment_id: str | None, host: str = "127.0.0.1", port: int = 5000) -> str:
+        """The classic runs table (MLflow 3's UI opens the GenAI view otherwise)."""
+        base = f"http://{host}:{port}/"
+        if experiment_id is None:
+            return base
+        return f"{base}#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+    # ------------------------------------------------------------- runs
+    def start_run(self, experiment_id: str, run_name: str, tags: dict,
+                  parent_id: str | None = None) -> str:
+        tags = {k: str(v) for k, v in tags.items()}
+        if parent_id:
+            tags[TAG_PARENT] = parent_id
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+        return run.info.run_id
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def set_tags(self, run_id: str, tags: dict) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        items = [Param(k, _plain(v)[:PARAM_MAX]) for k, v in params.items()]
+        existing = self.client.get_run(run_id).data.params
+        items = [p for p in items if p.key not in existing]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict, series: dict | None = None) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, 0) for k, v in metrics.items()
+                 if v is not None and np.isfinite(float(v))]
+        for name, values in (series or {}).items():
+            items += [Metric(name, float(v), now, i) for i, v in enumerate(values)
+                      if np.isfinite(float(v))]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self.client.log_text(run_id, text, path)
+
+    def log_figure(self, run_id: str, figure, path: str) -> None:
+        self.client.log_figure(run_id, figure, path)
+
+    def log_bytes(self, run_id: str, data: bytes, path: str) -> None:
+        directory, name = os.path.split(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / name
+            local.write_bytes(data)
+            self.client.log_artifact(run_id, str(local), directory or None)
+
+    def log_arrays(self, run_id: str, arrays: dict, path: str = "arrays.npz") -> None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        self.log_bytes(run_id, buf.getvalue(), path)
+
+    def log_table(self, run_id: str, rows: list[dict], name: str) -> None:
+        """An MLflow table (``<name>.json``, shown in the UI) and ``<name>.csv``."""
+        if not rows:
+            return
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        data = {c: [row.get(c) for row in rows] for c in columns}
+        self.client.log_table(run_id, data=data, artifact_file=f"{name}.json")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        self.log_text(run_id, buf.getvalue(), f"{name}.csv")
+
+    # ----------------------------------------------------------- search
+    def find_runs(self, experiment_id: str, tags: dict, statuses: tuple[str, ...] = ()) -> list:
+        """Runs whose tags equal ``tags`` (newest first), optionally of the given statuses."""
+        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        runs = self.client.search_runs([experiment_id], " and ".join(clauses),
+                                       order_by=["attributes.start_time DESC"], max_results=5000)
+        if statuses:
+            runs = [r for r in runs if r.info.status in statuses]
+        return runs
+
+    def get_run(self, run_id: str):
+        return self.client.get_run(run_id)
+
+    def download(self, run_id: str, path: str, dst: str) -> str:
+        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                   dst_path=dst, tracking_uri=self.uri)
+
+    def load_arrays(self, run_id: str, dst: str, path: str = "arrays.npz") -> dict:
+        try:
+            local = self.download(run_id, path, dst)
+        except Exception:  # no arrays were logged
+            return {}
+        with np.load(local) as data:
+            return {k: data[k] for k in data.files}
+
+    def load_table(self, run_id: str, name: str = "summary") -> list[dict]:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.download(run_id, f"{name}.json", tmp)
+            data = json.loads(Path(local).read_text())
+        columns, rows = data["columns"], data["data"]
+        return [dict(zip(columns, row)) for row in rows]
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
+        return [f.path for f in self.client.list_artifacts(run_id, path)]
+
+    def log_dataset(self, run_id: str, name: str, clips: list[dict]) -> None:
+        """Record the clips as an MLflow dataset input (data lineage in the UI)."""
+        import pandas as pd
+        from mlflow.data.pandas_dataset import from_pandas
+
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+
+        frame = pd.DataFrame(clips)
+        paths = [Path(str(c.get("path"))) for c in clips]
+        if all(p.exists() for p in paths):
+            source = os.path.commonpath([str(p.resolve().parent) for p in paths])
+        else:  # the built-in demo clip has no file
+            source = CodeDatasetSource({"vampstudy.source": ", ".join(map(str, paths))})
+        dataset = from_pandas(frame, source=source, name=name)
+        self.client.log_inputs(run_id, datasets=[
+            mlflow.entities.DatasetInput(dataset._to_mlflow_entity(), tags=[])])
+
+    # ------------------------------------------------------------ study runs
+    def study_runs(self, max_results: int = 50) -> list:
+        """Parent (study) runs across experiments, newest first."""
+        exps = [e.experiment_id for e in self.client.search_experiments()]
+        if not exps:
+            return []
+        return self.client.search_runs(exps, f"tags.`{TAG_ROLE}` = 'study'",
+                                       order_by=["attributes.start_time DESC"],
+                                       max_results=max_results)
+
+    def latest_study_experiment(self) -> str | None:
+        runs = self.study_runs(max_results=1)
+        return runs[0].info.experiment_id if runs else None
+
+    def resolve_study_run(self, run_id: str = "latest"):
+        """A study's parent run by id, or the newest one for ``latest``."""
+        from .errors import TrackingError as _TE
+
+        if run_id == "latest":
+            runs = self.study_runs(max_results=1)
+            if not runs:
+                raise _TE(f"no study runs in {self.uri}; run `vampstudy run periodic` first")
+            return runs[0]
+        try:
+            return self.client.get_run(run_id)
+        except Exception as exc:
+            raise _TE(f"no run {run_id!r} in {self.uri}; `vampstudy show` without an id shows "
+                      "the latest study run") from exc
+
+
+def ui_command(tracker: Tracker, host: str, port: int) -> list[str]:
+    """The command line that starts MLflow's UI on the tracker's store."""
+    import sys
+
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracker.uri,
+           "--host", host, "--port", str(port)]
+    if tracker.artifact_root:
+        cmd += ["--default-artifact-root", tracker.artifact_root]
+    return cmd
