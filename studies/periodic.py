@@ -123,9 +123,8 @@ class PeriodicIntervalStudy(MaskingStudy):
         ms = {p: interval_ms(p, backend.hop_length, backend.sample_rate) for p in self.intervals}
         rows = condition_table(outcomes, ["mask_density", "tokens_changed_pct",
                                           "masked_changed_pct", "kept_changed_pct"])
-        for row in rows:
-            row["interval_ms"] = round(ms[row["interval"]], 1)
-            row["expected_density"] = round(1 - 1 / row["interval"], 4)
+        rows = [{"interval": r["interval"], "interval_ms": round(ms[r["interval"]], 1),
+                 "expected_density": round(1 - 1 / r["interval"], 4), **r} for r in rows]
         rows.sort(key=lambda r: r["interval"])
         x = [r["interval"] for r in rows]
         y = [r["tokens_changed_pct_mean"] for r in rows]

@@ -174,6 +174,7 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
     study.validate(backend)
     clips = clips if clips is not None else prepare_clips(backend, audio)
     session = Session(backend=backend, clips=clips, seeds=seeds)
+    prepared = study.prepare(session)   # before any run exists: a failure leaves nothing behind
     conditions = study.iterate()
     if not conditions:
         raise VampstudyError(f"study {study.name!r} has no conditions to run; check its parameters")
@@ -215,11 +216,7 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
     elif check_status:
         tracker.set_tags(parent_id, {TAG_CHECK: check_status})
 
-    try:
-        write.record(parent_id, study.prepare(session))
-    except BaseException as exc:
-        _fail(tracker, parent_id, exc)
-        raise
+    write.record(parent_id, prepared)
 
     outcomes: dict[str, Outcome] = {}
     errors: dict[str, str] = {}
