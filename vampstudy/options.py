@@ -2,7 +2,9 @@
 
 Supported parameter types: ``int``, ``float``, ``bool`` (``--x/--no-x``),
 ``str``, ``Optional[...]`` of those, and sequences (``tuple[int, ...]``,
-``list[float]`` …) given comma-separated (``--intervals 2,3,5``). Help text
+``list[float]`` …) given comma-separated (``--intervals 2,3,5``). A study can
+name sequence parameters in its ``cli_multiple`` class attribute to take them
+as a repeated option instead (``--param a=1,2 --param b=3``). Help text
 comes from the numpy-style "Parameters" section of the class docstring.
 """
 
@@ -101,6 +103,11 @@ def study_options(cls) -> list[click.Option]:
         required = p.default is inspect.Parameter.empty
         default = None if required else p.default
         help_text = docs.get(p.name, "")
+        if p.name in getattr(cls, "cli_multiple", ()):
+            options.append(click.Option([flag, p.name], multiple=True, type=str,
+                                        default=default, required=required, help=help_text,
+                                        show_default=True))
+            continue
         if is_seq:
             ptype = ListType(base if base in (int, float, str) else str)
         elif base is bool:

@@ -44,7 +44,7 @@ class StudyEntry:
 
 def _is_study(obj, module_name: str | None = None) -> bool:
     return (inspect.isclass(obj) and issubclass(obj, Study) and obj not in _ABSTRACT
-            and not inspect.isabstract(obj) and not getattr(obj, "abstract", False)
+            and not inspect.isabstract(obj) and not obj.__dict__.get("abstract", False)
             and (module_name is None or obj.__module__ == module_name))
 
 
