@@ -146,6 +146,8 @@ def _study_command(entry, invoked_name: str) -> click.Command:
                      help="Continue the newest unfinished run of the same configuration."),
         click.Option(["--config"], type=click.Path(exists=True, dir_okay=False), default=None,
                      help="YAML file of study parameters (command-line options win)."),
+        click.Option(["--check"], is_flag=True,
+                     help="Run `vampstudy check` on the backend first; stop if a check FAILs."),
     ]
     doc = (cls.__doc__ or "").strip().split("\n\n")[0]
     help_text = (f"{doc}\n\nSource: {entry.source}.\n\n\b\nExample:\n"
@@ -203,7 +205,7 @@ def _apply_config(ctx, cls, path, study_kwargs: dict, runner: dict) -> None:
 
 
 def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, experiment, resume,
-         config, **rest):
+         config, check, **rest):
     from .runner import StudyFailed, run_study
     from .study import Study
     from .tracking import Tracker
@@ -221,6 +223,13 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, experim
     b = make_backend(backend, device, **ckpts)
     tracker = Tracker(tracking_uri)
     click.echo(f"study: {cls.name} · tracking: {tracker.uri}", err=True)
+    if check:
+        status, _ = _check(b, tracker, audio[:1], log=True, as_json=False)
+        if status == "FAIL":
+            raise click.ClickException(
+                f"backend {b.name} failed `vampstudy check` (table above); the study was not "
+                "run. Fix the backend, or run without --check to proceed anyway")
+    check_status = tracker.last_check(b.name)
 
     with click.progressbar(length=1, label="conditions", file=sys.stderr, show_pos=True,
                            item_show_func=lambda s: s) as bar:
@@ -232,6 +241,7 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, experim
         try:
             result = run_study(study, b, tracker, audio=audio, seeds=seed_list,
                                experiment=experiment, resume=resume, progress=progress,
+                               check_status=check_status,
                                resolved_config={**study.get_params(), "backend": b.name,
                                                 "device": device,
                                                 "audio": list(audio), "seeds": seed_list})
@@ -270,6 +280,71 @@ main.add_command(StudyGroup("run", help="Run a study: `vampstudy run NAME [OPTIO
                                         "NAME is a registered study (see `vampstudy list`) or "
                                         "path/to/file.py:ClassName.\n\n\b\nExample:\n"
                                         "    vampstudy run periodic --intervals 2,7,30 --seed 1"))
+
+
+# ---------------------------------------------------------------- check
+def _check(backend, tracker, audio, log: bool, as_json: bool):
+    import json
+
+    from .checks import format_check_table, overall_status, run_checks
+    from .runner import prepare_clips
+
+    clips = prepare_clips(backend, list(audio)) if audio else _short_demo(backend)
+    rows = run_checks(backend, clips[0])
+    status = overall_status(rows)
+    run_id = None
+    if log and tracker is not None:
+        run_id = tracker.log_check(backend, [r.to_dict() for r in rows], status,
+                                   clips[0].identity)
+    if as_json:
+        click.echo(json.dumps({"backend": backend.name, "description": backend.description,
+                               "status": status, "mlflow_run_id": run_id,
+                               "clip": clips[0].identity,
+                               "checks": [r.to_dict() for r in rows]}, indent=2))
+    else:
+        click.echo(f"vampstudy check · backend {backend.name} · clip {clips[0].name} "
+                   f"({clips[0].identity['duration_s']:.1f} s)")
+        click.echo(format_check_table(rows))
+        click.echo(f"\noverall: {status}" + (f" (logged as MLflow run {run_id})" if run_id else ""))
+    return status, rows
+
+
+def _short_demo(backend):
+    from .audio import demo_clip
+    from .runner import prepare_clips
+
+    clip = demo_clip(duration=5.0)
+    return prepare_clips(backend, [], clips=[clip])
+
+
+@main.command()
+@backend_options
+@click.option("--audio", default=None, metavar="PATH",
+              help="Clip to check with. Default: 5 s of the built-in demo clip.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (see README).")
+@click.option("--log/--no-log", default=False, show_default=True,
+              help="Also record the battery as an MLflow run tagged as a check.")
+@tracking_option
+@_errors
+def check(backend, device, audio, as_json, log, tracking_uri, **ckpts):
+    """Check that a backend honours the masking contract (exit 1 if any check FAILs).
+
+    Prompts kept, masked tokens regenerated, seed determinism, every sampling
+    option having an effect, build_mask semantics, batched vs single calls, and
+    the codec round trip.
+
+    \b
+    Example:
+        vampstudy check --backend reference
+        vampstudy check --backend vampnet --json --log
+    """
+    from .tracking import Tracker
+
+    b = make_backend(backend, device, **ckpts)
+    tracker = Tracker(tracking_uri) if log else None
+    status, _ = _check(b, tracker, (audio,) if audio else (), log, as_json)
+    if status == "FAIL":
+        sys.exit(1)
 
 
 # ----------------------------------------------------------------- list

@@ -74,10 +74,12 @@ def backend_note(backend: Backend) -> str:
             "These results are not VampNet's.")
 
 
-def prepare_clips(backend: Backend, audio: list[str] | tuple[str, ...] = ()) -> list[PreparedClip]:
+def prepare_clips(backend: Backend, audio: list[str] | tuple[str, ...] = (),
+                  clips: list[audio_io.Clip] | None = None) -> list[PreparedClip]:
     """Load, check, preprocess and encode the clips (the built-in demo when none given)."""
-    paths = audio_io.expand_audio_inputs(list(audio)) if audio else [audio_io.DEMO_NAME]
-    clips = [audio_io.load_clip(p) for p in paths]
+    if clips is None:
+        paths = audio_io.expand_audio_inputs(list(audio)) if audio else [audio_io.DEMO_NAME]
+        clips = [audio_io.load_clip(p) for p in paths]
     names = [c.name for c in clips]
     prepared = []
     for clip in clips:

@@ -267,6 +267,42 @@ class Tracker:
             raise _TE(f"no run {run_id!r} in {self.uri}; `vampstudy show` without an id shows "
                       "the latest study run") from exc
 
+    # --------------------------------------------------------------- checks
+    CHECK_EXPERIMENT = "vampstudy-checks"
+
+    def log_check(self, backend, rows: list[dict], status: str, clip: dict) -> str:
+        """Record a ``vampstudy check`` battery as a run tagged as a check (not a study)."""
+        exp = self.experiment_id(self.CHECK_EXPERIMENT)
+        run_id = self.start_run(exp, f"check · {backend.name} · {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                                {TAG_ROLE: "check", TAG_BACKEND: backend.name,
+                                 "vampstudy.check_status": status})
+        try:
+            self.log_params(run_id, {**backend.info(), **backend.options(),
+                                     "audio_path": clip.get("path"), "audio_sha256": clip.get("sha256")})
+            metrics = {}
+            for row in rows:
+                key = "check_" + "".join(ch if ch.isalnum() else "_" for ch in row["check"])
+                metrics[key] = {"PASS": 1.0, "WARN": 0.5, "FAIL": 0.0}[row["status"]]
+                if row.get("value") is not None:
+                    metrics[key + "_value"] = row["value"]
+            self.log_metrics(run_id, metrics)
+            self.log_table(run_id, rows, "checks")
+        finally:
+            self.finish(run_id, "FINISHED")
+        return run_id
+
+    def last_check(self, backend_name: str) -> str:
+        """``STATUS (check run ID, date)`` of the newest check of this backend, or ``never``."""
+        exp = self.experiment_id(self.CHECK_EXPERIMENT, create=False)
+        if exp is None:
+            return "never"
+        runs = self.find_runs(exp, {TAG_ROLE: "check", TAG_BACKEND: backend_name})
+        if not runs:
+            return "never"
+        run = runs[0]
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
+        return f"{run.data.tags.get('vampstudy.check_status', '?')} (check run {run.info.run_id}, {when})"
+
 
 def ui_command(tracker: Tracker, host: str, port: int) -> list[str]:
     """The command line that starts MLflow's UI on the tracker's store."""
@@ -277,3 +313,4 @@ def ui_command(tracker: Tracker, host: str, port: int) -> list[str]:
     if tracker.artifact_root:
         cmd += ["--default-artifact-root", tracker.artifact_root]
     return cmd
+
