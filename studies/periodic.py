@@ -18,9 +18,12 @@ import torch
 
 from vampstudy import plots
 from vampstudy.errors import ConfigError
+from vampstudy.fidelity import tempo_bpm
+from vampstudy.listening import listening_report
+from vampstudy.intervals import IntervalList, interval_tokens, is_beat, parse_interval
 from vampstudy.metrics import interval_ms
 from vampstudy.study import Condition, MaskingStudy, Outcome, Session, Summary, Trial
-from vampstudy.summary import condition_table, observations, spearman
+from vampstudy.summary import observations, spearman, standard_tables
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +35,9 @@ class PeriodicIntervalStudy(MaskingStudy):
 
     Parameters
     ----------
-    intervals : tuple of int
-        Prompt intervals P to sweep (token steps between kept tokens).
+    intervals : tuple of int or str
+        Prompt intervals P to sweep: token steps between kept tokens, or musical
+        time (beat, beat/2, 2beat, bar) converted with the clip's tempo; mixable.
     upper_codebook_mask : int
         Codebooks at or above this index are fully regenerated.
     dropout : float
@@ -46,14 +50,18 @@ class PeriodicIntervalStudy(MaskingStudy):
         Unmasking steps of the coarse model (VampNet's ``_sampling_steps``).
     spectrogram_intervals : tuple of int
         Intervals shown beside the original in the spectrogram grid.
+    tempo : float, optional
+        Tempo in BPM for beat intervals; estimated from each clip when not given.
     """
 
     name = "periodic"
+    cli_types = {"intervals": IntervalList()}
 
-    def __init__(self, intervals: tuple[int, ...] = NOTEBOOK_INTERVALS,
+    def __init__(self, intervals: tuple[int | str, ...] = NOTEBOOK_INTERVALS,
                  upper_codebook_mask: int = 3, dropout: float = 0.0, temperature: float = 1.0,
                  typical_filtering: bool = True, sampling_steps: int = 12,
-                 spectrogram_intervals: tuple[int, ...] = (3, 7, 13, 30, 70)):
+                 spectrogram_intervals: tuple[int, ...] = (3, 7, 13, 30, 70),
+                 tempo: float | None = None):
         self.intervals = intervals
         self.upper_codebook_mask = upper_codebook_mask
         self.dropout = dropout
@@ -61,14 +69,23 @@ class PeriodicIntervalStudy(MaskingStudy):
         self.typical_filtering = typical_filtering
         self.sampling_steps = sampling_steps
         self.spectrogram_intervals = spectrogram_intervals
+        self.tempo = tempo
 
     # ------------------------------------------------------------ hooks
     def validate(self, backend) -> None:
-        bad = [p for p in self.intervals
-               if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p <= 0]
+        bad = []
+        for p in self.intervals:
+            try:
+                spec = parse_interval(p)
+            except ValueError:
+                bad.append(p)
+                continue
+            if not is_beat(spec) and spec <= 0:
+                bad.append(p)
         if not self.intervals or bad:
-            raise ConfigError(f"--intervals must be positive integers, got {list(self.intervals)}"
-                              f"{f' (bad: {bad})' if bad else ''}; e.g. --intervals 2,3,5,7")
+            raise ConfigError(f"--intervals must be positive integers or beat, beat/2, 2beat, bar; "
+                              f"got {list(self.intervals)}{f' (bad: {bad})' if bad else ''}; "
+                              "e.g. --intervals 2,3,5,7")
         if len(set(self.intervals)) != len(self.intervals):
             raise ConfigError(f"--intervals has duplicates: {list(self.intervals)}")
         if not 1 <= self.upper_codebook_mask <= backend.n_codebooks:
@@ -80,27 +97,59 @@ class PeriodicIntervalStudy(MaskingStudy):
             raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
         if self.sampling_steps < 1:
             raise ConfigError(f"--sampling-steps must be >= 1, got {self.sampling_steps}")
+        if self.tempo is not None and self.tempo <= 0:
+            raise ConfigError(f"--tempo must be a positive BPM, got {self.tempo}")
 
     def prepare(self, session: Session) -> Summary:
         backend = session.backend
+        specs = [parse_interval(p) for p in self.intervals]
+        self.tokens_per_second_ = backend.tokens_per_second
+        self.tempo_ = {}
+        if any(is_beat(p) for p in specs):
+            for clip in session.clips:
+                bpm = self.tempo or tempo_bpm(clip.signal)
+                self.tempo_[clip.identity["sha256"]] = bpm
+                logger.info("clip %s: tempo %.1f BPM%s", clip.name, bpm,
+                            "" if self.tempo else " (estimated)")
         shortest = min(c.n_steps for c in session.clips)
-        sparse = [p for p in self.intervals if int(np.ceil(shortest / p)) <= 1]
+        first = session.clips[0].identity["sha256"]
+        resolved = [self._tokens(p, first) for p in specs]
+        sparse = [p for p, n in zip(specs, resolved) if int(np.ceil(shortest / n)) <= 1]
         if sparse:
             logger.warning("intervals %s leave at most one prompt token in the shortest clip "
                            "(%d steps, %.2f s)", sparse, shortest, backend.t2s(shortest))
         clip = session.clips[0]
         params = {"tokens_per_second": round(backend.tokens_per_second, 4),
                   "ms_per_token": round(backend.ms_per_token, 4),
-                  "intervals_ms": [round(interval_ms(p, backend.hop_length, backend.sample_rate), 1)
-                                   for p in self.intervals]}
+                  "intervals_ms": [round(interval_ms(n, backend.hop_length, backend.sample_rate), 1)
+                                   for n in resolved]}
+        if self.tempo_:
+            params["tempo_bpm"] = round(self.tempo_[first], 2)
+            params["tempo_source"] = "given" if self.tempo else "estimated (librosa)"
+            params["intervals_tokens"] = [f"{p}={n}" for p, n in zip(specs, resolved)]
+            if len(session.clips) > 1:
+                params["tempo_bpm_by_clip"] = [f"{c.name}={self.tempo_[c.identity['sha256']]:.1f}"
+                                               for c in session.clips]
         if sparse:
             params["intervals_single_prompt"] = sparse
         logger.info("codes %s: %.2f tokens/s, %.2f ms per token", tuple(clip.codes.shape),
                     backend.tokens_per_second, backend.ms_per_token)
         return Summary(params=params)
 
+    def _tokens(self, spec, clip_sha: str) -> int:
+        """Token steps of an interval spec on a clip (beat specs use that clip's tempo)."""
+        return interval_tokens(spec, self.tempo_.get(clip_sha), self.tokens_per_second_)
+
     def iterate(self) -> list[Condition]:
-        return [Condition({"interval": int(p)}, label=f"interval={int(p)}") for p in self.intervals]
+        specs = [parse_interval(p) for p in self.intervals]
+        return [Condition({"interval": p}, label=f"interval={p}") for p in specs]
+
+    def resolve(self, trial: Trial) -> Condition:
+        spec = trial.condition.params["interval"]
+        if not is_beat(spec):
+            return trial.condition
+        tokens = self._tokens(spec, trial.clip.identity["sha256"])
+        return Condition({"interval": tokens}, label=f"interval={spec} ({tokens})")
 
     def mask_options(self, condition: Condition) -> dict:
         return {"periodic_prompt": condition.params["interval"],
@@ -111,53 +160,76 @@ class PeriodicIntervalStudy(MaskingStudy):
                 "_sampling_steps": self.sampling_steps, "batch_size": 1}
 
     def measure(self, trial: Trial, outcome: Outcome, backend) -> Outcome:
-        p = trial.condition.params["interval"]
+        spec = trial.condition.params["interval"]
+        p = self._tokens(spec, trial.clip.identity["sha256"])
+        outcome.params["interval_tokens"] = p
         outcome.params["interval_ms"] = round(interval_ms(p, backend.hop_length,
                                                           backend.sample_rate), 3)
+        if is_beat(spec):
+            outcome.params["tempo_bpm"] = round(self.tempo_[trial.clip.identity["sha256"]], 2)
         outcome.metrics["expected_density"] = 1.0 - 1.0 / p
         return outcome
 
     def analyze(self, outcomes: list[Outcome], session: Session) -> Summary:
         backend = session.backend
         label = plots.backend_label(backend)
-        ms = {p: interval_ms(p, backend.hop_length, backend.sample_rate) for p in self.intervals}
-        rows = condition_table(outcomes, ["mask_density", "tokens_changed_pct",
-                                          "masked_changed_pct", "kept_changed_pct"])
-        rows = [{"interval": r["interval"], "interval_ms": round(ms[r["interval"]], 1),
-                 "expected_density": round(1 - 1 / r["interval"], 4), **r} for r in rows]
-        rows.sort(key=lambda r: r["interval"])
-        x = [r["interval"] for r in rows]
+        first = session.clips[0].identity["sha256"]
+        tokens = {p: self._tokens(p, first) for p in
+                  (o.trial.condition.params["interval"] for o in outcomes)}
+        ms = {p: interval_ms(n, backend.hop_length, backend.sample_rate) for p, n in tokens.items()}
+        metrics = ["mask_density", "tokens_changed_pct", "masked_changed_pct", "kept_changed_pct",
+                   "mel_distance", "chroma_similarity", "onset_correlation", "tempo_difference_bpm"]
+        tables = standard_tables(outcomes, metrics)
+        rows = [{"interval": r["interval"], "interval_tokens": tokens[r["interval"]],
+                 "interval_ms": round(ms[r["interval"]], 1),
+                 "expected_density": round(1 - 1 / tokens[r["interval"]], 4), **r}
+                for r in tables["summary"]]
+        rows.sort(key=lambda r: r["interval_tokens"])
+        tables["summary"] = rows
+        x = [r["interval_tokens"] for r in rows]
         y = [r["tokens_changed_pct_mean"] for r in rows]
-        err = [r["tokens_changed_pct_ci95"] for r in rows] if rows[0]["n"] > 1 else None
+        err = [r["tokens_changed_pct_ci95"] or 0.0 for r in rows] if rows[0]["n"] > 1 else None
+        names = [f"{r['interval']}" if is_beat(r["interval"]) else f"{r['interval_ms']:.0f} ms"
+                 for r in rows]
+        n_note = f" (mean ± 95% CI, n={rows[0]['n']})" if err else ""
         figures = {
             "interval_vs_changed": plots.metric_figure(
                 x, y, yerr=err, logx=True, xlabel="prompt interval P (tokens, log scale)",
-                ylabel="% tokens changed", title="Interval vs % tokens changed", label=label,
-                annotations=[f"{ms[p]:.0f} ms" for p in x]),
+                ylabel="% tokens changed", title="Interval vs % tokens changed" + n_note,
+                label=label, annotations=names),
             "density_vs_changed": plots.metric_figure(
                 [r["mask_density_mean"] for r in rows], y, yerr=err,
                 xlabel=f"mask density (codebooks 0–{self.upper_codebook_mask - 1})",
-                ylabel="% tokens changed", title="Mask density vs % tokens changed", label=label,
-                annotations=[f"P={p}" for p in x]),
+                ylabel="% tokens changed", title="Mask density vs % tokens changed" + n_note,
+                label=label, annotations=[f"P={r['interval']}" for r in rows]),
         }
-        first = {}
+        if rows[0].get("mel_distance_mean") is not None:
+            figures["interval_vs_fidelity"] = plots.metric_figure(
+                x, [r["chroma_similarity_mean"] for r in rows], logx=True,
+                yerr=[r["chroma_similarity_ci95"] or 0.0 for r in rows] if err else None,
+                xlabel="prompt interval P (tokens, log scale)", ylabel="chroma similarity",
+                title="Interval vs harmonic preservation" + n_note, label=label,
+                annotations=names)
+        first_outcome = {}
         for o in outcomes:  # one example per interval: first clip, first seed
-            first.setdefault(o.trial.condition.params["interval"], o)
-        masks = [(f"P={p} ({ms[p]:.0f} ms), density {first[p].metrics['mask_density']:.3f}",
-                  torch.as_tensor(first[p].arrays["mask"])) for p in sorted(first)
-                 if "mask" in first[p].arrays]
+            first_outcome.setdefault(o.trial.condition.params["interval"], o)
+        order = sorted(first_outcome, key=lambda p: tokens[p])
+        masks = [(f"P={p} ({ms[p]:.0f} ms), density {first_outcome[p].metrics['mask_density']:.3f}",
+                  torch.as_tensor(first_outcome[p].arrays["mask"])) for p in order
+                 if "mask" in first_outcome[p].arrays]
         if masks:
             figures["mask_grid"] = plots.mask_grid_figure(masks, label)
         spec_items = [("original", session.clips[0].signal)]
-        spec_items += [(f"P={p} ({ms[p]:.0f} ms)", first[p].audio["output"])
+        spec_items += [(f"P={p} ({ms[p]:.0f} ms)", first_outcome[p].audio["output"])
                        for p in self.spectrogram_intervals
-                       if p in first and "output" in first[p].audio
-                       and first[p].trial.clip is session.clips[0]]
+                       if p in first_outcome and "output" in first_outcome[p].audio
+                       and first_outcome[p].trial.clip is session.clips[0]]
         figures["spectrogram_grid"] = plots.spectrogram_grid_figure(spec_items, label)
         rho = spearman(x, y) if len(x) > 2 else float("nan")
         text = observations(rows, rho, backend)
         for line in text.splitlines():
             logger.info(line)
-        metrics = {"spearman_interval_vs_changed": rho} if np.isfinite(rho) else {}
-        return Summary(metrics=metrics, figures=figures, tables={"summary": rows},
-                       texts={"observations.txt": text})
+        metrics_out = {"spearman_interval_vs_changed": rho} if np.isfinite(rho) else {}
+        report = listening_report(outcomes, session, f"{self.name}: listening report")
+        return Summary(metrics=metrics_out, figures=figures, tables=tables,
+                       texts={"observations.txt": text, "report.html": report})

@@ -254,14 +254,14 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, experim
 
 
 def _report(tracker, result) -> None:
-    from .report import format_table
+    from .report import compact_columns, format_table
 
     try:
         rows = tracker.load_table(result.parent_run_id, "summary")
     except Exception:
         rows = []
     if rows:
-        click.echo(format_table(rows, max_width=110, drop_empty=True))
+        click.echo(format_table(compact_columns(rows), max_width=120, drop_empty=True))
     extra = f", {result.skipped} reused from the resumed run" if result.resumed else ""
     click.echo(f"\n{len(result.outcomes)} conditions finished, {len(result.failed)} failed{extra} "
                f"in {result.seconds:.1f} s. Parent run: {result.parent_run_id}")
@@ -395,9 +395,10 @@ def ui(tracking_uri, host, port, experiment):
 # ----------------------------------------------------------------- show
 @main.command()
 @click.argument("run_id", required=False, default="latest")
+@click.option("--wide", is_flag=True, help="Every column (std, CI, every metric).")
 @tracking_option
 @_errors
-def show(run_id, tracking_uri):
+def show(run_id, wide, tracking_uri):
     """Print the summary table of a study run (default: the latest one).
 
     \b
@@ -405,7 +406,7 @@ def show(run_id, tracking_uri):
         vampstudy show            # latest study run
         vampstudy show 3f2a9c...  # a given parent run id
     """
-    from .report import format_table
+    from .report import compact_columns, format_table
     from .tracking import Tracker
 
     tracker = Tracker(tracking_uri)
@@ -419,7 +420,13 @@ def show(run_id, tracking_uri):
     except Exception as exc:
         raise click.ClickException(f"run {info.run_id} has no summary table yet "
                                    f"(status {info.status})") from exc
-    click.echo(format_table(rows, drop_empty=True))
+    click.echo(format_table(rows if wide else compact_columns(rows), drop_empty=True))
+    try:
+        paired = tracker.load_table(info.run_id, "paired_comparisons")
+        click.echo("\npaired comparisons of neighbouring conditions (b - a):")
+        click.echo(format_table(paired, drop_empty=True))
+    except Exception:
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -85,4 +85,12 @@ def token_metrics(codes_in: torch.Tensor, codes_out: torch.Tensor, mask: torch.T
         "kept_changed_pct": changed_pct_where(codes_in, codes_out, mask == 0),
     }
     metrics.update({f"tokens_changed_pct_cb{k}": v for k, v in enumerate(per_cb)})
-    return metrics, {"tokens_changed_pct_by_codebook": per_cb}
+    n_cb = codes_out.shape[1]
+    series = {
+        "tokens_changed_pct_by_codebook": per_cb,
+        "masked_changed_pct_by_codebook": [
+            changed_pct_where(codes_in[:, k], codes_out[:, k], mask[:, k] == 1) for k in range(n_cb)],
+        "kept_changed_pct_by_codebook": [
+            changed_pct_where(codes_in[:, k], codes_out[:, k], mask[:, k] == 0) for k in range(n_cb)],
+    }
+    return metrics, series

@@ -4,7 +4,8 @@ Supported parameter types: ``int``, ``float``, ``bool`` (``--x/--no-x``),
 ``str``, ``Optional[...]`` of those, and sequences (``tuple[int, ...]``,
 ``list[float]`` …) given comma-separated (``--intervals 2,3,5``). A study can
 name sequence parameters in its ``cli_multiple`` class attribute to take them
-as a repeated option instead (``--param a=1,2 --param b=3``). Help text
+as a repeated option instead (``--param a=1,2 --param b=3``), and give any
+parameter its own click type in ``cli_types`` (name → ParamType). Help text
 comes from the numpy-style "Parameters" section of the class docstring.
 """
 
@@ -103,6 +104,12 @@ def study_options(cls) -> list[click.Option]:
         required = p.default is inspect.Parameter.empty
         default = None if required else p.default
         help_text = docs.get(p.name, "")
+        custom = getattr(cls, "cli_types", {}).get(p.name)
+        if custom is not None:
+            options.append(click.Option([flag, p.name], type=custom, default=default,
+                                        required=required, help=help_text,
+                                        show_default=_show(default) if not required else False))
+            continue
         if p.name in getattr(cls, "cli_multiple", ()):
             options.append(click.Option([flag, p.name], multiple=True, type=str,
                                         default=default, required=required, help=help_text,

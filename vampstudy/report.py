@@ -46,3 +46,18 @@ def format_table(rows: list[dict], columns: list[str] | None = None, max_width: 
 
 def _is_number(value) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def compact_columns(rows: list[dict]) -> list[dict]:
+    """A terminal view of a summary table: means without the ``_mean`` suffix, the
+    CI of % tokens changed, and no std / other CI columns."""
+    out = []
+    for row in rows:
+        compact = {}
+        for key, value in row.items():
+            if key.endswith("_std") or (key.endswith("_ci95") and
+                                        key != "tokens_changed_pct_ci95"):
+                continue
+            compact[key[:-5] if key.endswith("_mean") else key] = value
+        out.append(compact)
+    return out

@@ -243,6 +243,7 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
         try:
             tracker.log_params(child, {**fixed, **trial.condition.params, "seed": trial.seed,
                                        "clip": trial.clip.name, "backend": backend.name})
+            tracker.log_dataset(child, "clips", [trial.clip.identity])
             seed_everything(trial.seed)
             outcome = study.generate(trial, backend)
             if not isinstance(outcome, Outcome):

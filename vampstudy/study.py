@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .backends.base import MASK_OPTIONS, Backend
+from .fidelity import fidelity_metrics
 from .metrics import token_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -243,15 +244,20 @@ class Study:
         """Summarise every finished outcome for the parent run.
 
         When: once, after all trials (including ones finished before a
-        resume; their figures are not reloaded). Default: a table with one
-        row per outcome (condition params, seed, clip, metrics).
+        resume; their figures are not reloaded). Default: the standard tables
+        (:func:`vampstudy.summary.standard_tables`): per condition the mean,
+        std, n and 95 % CI of every metric, per clip when there are several,
+        and paired comparisons of neighbouring conditions when there are repeats;
+        and the listening report ``report.html`` when outcomes carry audio.
         """
-        rows = []
-        for o in outcomes:
-            row = {"clip": o.trial.clip.name, "seed": o.trial.seed, **o.trial.condition.params}
-            row.update({k: v for k, v in o.metrics.items() if "_cb" not in k})
-            rows.append(row)
-        return Summary(tables={"summary": rows})
+        from .listening import listening_report
+        from .summary import standard_tables
+
+        metrics = list(dict.fromkeys(m for o in outcomes for m in o.metrics if "_cb" not in m))
+        texts = {}
+        if any("output" in o.audio for o in outcomes):
+            texts["report.html"] = listening_report(outcomes, session, f"{self.name}: listening report")
+        return Summary(tables=standard_tables(outcomes, metrics), texts=texts)
 
 
 class MaskingStudy(Study):
@@ -263,10 +269,23 @@ class MaskingStudy(Study):
     condition sets (:meth:`mask_options`, :meth:`sampling_options`) and may add
     measurements in :meth:`measure`. Keeping the model call apart from the
     measurement lets a runner hand several trials to the model in one call.
+    Audio fidelity metrics (mel distance, chroma similarity, onset correlation,
+    tempo difference to the original; :mod:`vampstudy.fidelity`) are added
+    unless the class sets ``fidelity = False``.
     """
 
-    #: Study parameters that are never passed to the backend.
+    #: Prompt codebooks for ``mask_density`` when a condition does not set upper_codebook_mask.
     upper_codebook_mask: int = 3
+    #: Compute the audio fidelity metrics (:mod:`vampstudy.fidelity`) of every output.
+    fidelity: bool = True
+
+    def resolve(self, trial: Trial) -> Condition:
+        """The condition with clip-dependent values made concrete (e.g. ``beat`` → 29 tokens).
+
+        Called by :meth:`generate` before :meth:`mask_options` and
+        :meth:`sampling_options`. Default: the condition unchanged.
+        """
+        return trial.condition
 
     def mask_options(self, condition: Condition) -> dict:
         """``build_mask`` keywords for this condition. Default: condition params that are mask options."""
@@ -288,13 +307,16 @@ class MaskingStudy(Study):
         from . import plots
 
         codes = trial.clip.codes
-        mask_opts = self.mask_options(trial.condition)
+        condition = self.resolve(trial)
+        mask_opts = self.mask_options(condition)
         upper = int(mask_opts.get("upper_codebook_mask", self.upper_codebook_mask))
         mask = backend.build_mask(codes, trial.clip.signal, **mask_opts)
         codes_out = backend.vamp(codes, mask, seed=trial.seed,
-                                 **self.sampling_options(trial.condition))
+                                 **self.sampling_options(condition))
         signal = backend.decode(codes_out)
         metrics, series = token_metrics(codes, codes_out, mask, upper)
+        if self.fidelity:
+            metrics.update(fidelity_metrics(trial.clip.signal, signal))
         label = plots.backend_label(backend)
         title = f"{trial.condition.name} — density {metrics['mask_density']:.3f}"
         outcome = Outcome(

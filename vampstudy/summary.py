@@ -72,3 +72,70 @@ def observations(rows: list[dict], rho: float, backend) -> str:
             trend = "shows no clear trend with the prompt interval"
         lines.append(f"Observation: % tokens changed {trend} (Spearman rho = {rho:.2f}).")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- paired
+def paired_comparison(outcomes, key_a: str, key_b: str, metric: str, n_boot: int = 10000,
+                      seed: int = 0) -> dict:
+    """Compare two conditions on a metric, paired by (clip, seed).
+
+    Returns the number of pairs ``n``, the mean paired difference (b − a), its
+    95 % bootstrap confidence interval (percentile method, ``n_boot`` resamples
+    of the pairs), the two-sided Wilcoxon signed-rank p-value, and ``differs``:
+    True when the interval excludes 0. With every difference 0 the interval is
+    [0, 0], p is 1 and nothing differs.
+    """
+    def by_pair(key):
+        return {(o.trial.clip.identity["sha256"], o.trial.seed): o.metrics.get(metric)
+                for o in outcomes if o.trial.condition.key == key}
+
+    a, b = by_pair(key_a), by_pair(key_b)
+    pairs = [k for k in a if k in b and a[k] is not None and b[k] is not None
+             and np.isfinite(a[k]) and np.isfinite(b[k])]
+    d = np.array([b[k] - a[k] for k in pairs], dtype=float)
+    n = len(d)
+    if n == 0:
+        return {"n": 0, "mean_diff": None, "ci_low": None, "ci_high": None, "p_value": None,
+                "differs": None}
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    low, high = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
+    if np.allclose(d, 0):
+        p = 1.0
+    else:
+        p = float(stats.wilcoxon(d, zero_method="zsplit").pvalue) if n >= 2 else None
+    return {"n": n, "mean_diff": float(d.mean()), "ci_low": low, "ci_high": high, "p_value": p,
+            "differs": bool(n >= 2 and (low > 0 or high < 0))}
+
+
+def neighbour_comparisons(outcomes, metric: str = "tokens_changed_pct") -> list[dict]:
+    """Paired comparisons of each condition with the next (in run order)."""
+    order: dict[str, object] = {}
+    for o in outcomes:
+        order.setdefault(o.trial.condition.key, o.trial.condition)
+    conditions = list(order.values())
+    rows = []
+    for a, b in zip(conditions, conditions[1:]):
+        result = paired_comparison(outcomes, a.key, b.key, metric)
+        if result["n"] < 2:
+            continue
+        rows.append({"a": a.name, "b": b.name, "metric": metric,
+                     **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}})
+    return rows
+
+
+def standard_tables(outcomes, metrics) -> dict[str, list[dict]]:
+    """The tables every study logs: pooled summary, per-clip summary (several clips),
+    and paired comparisons of neighbouring conditions (repeats or several clips)."""
+    tables = {"summary": condition_table(outcomes, metrics)}
+    clips = list(dict.fromkeys(o.trial.clip.name for o in outcomes))
+    if len(clips) > 1:
+        rows = []
+        for clip in clips:
+            for row in condition_table([o for o in outcomes if o.trial.clip.name == clip], metrics):
+                rows.append({"clip": clip, **row})
+        tables["summary_by_clip"] = rows
+    paired = neighbour_comparisons(outcomes)
+    if paired:
+        tables["paired_comparisons"] = paired
+    return tables

@@ -35,14 +35,17 @@ from . import plots
 from .backends.base import MASK_OPTIONS, SAMPLING_OPTIONS
 from .errors import ConfigError
 from .study import Condition, MaskingStudy, Outcome, Session, Summary
-from .summary import condition_table
+from .listening import listening_report
+from .summary import standard_tables
 
 logger = logging.getLogger(__name__)
 
 #: Friendlier study-parameter names for VampNet's underscore options.
 ALIASES = {"dropout": "_dropout", "sampling_steps": "_sampling_steps"}
 #: Metrics summarised by every sweep.
-SUMMARY_METRICS = ("mask_density", "tokens_changed_pct", "masked_changed_pct", "kept_changed_pct")
+SUMMARY_METRICS = ("mask_density", "tokens_changed_pct", "masked_changed_pct", "kept_changed_pct",
+                   "mel_distance", "chroma_similarity", "onset_correlation",
+                   "tempo_difference_bpm")
 OPTION_NAMES = tuple(MASK_OPTIONS) + tuple(o for o in SAMPLING_OPTIONS
                                             if o not in ("seed", "return_mask"))
 
@@ -127,7 +130,8 @@ class SweepStudy(MaskingStudy):
         axes = self.sweep_axes()
         metrics = list(dict.fromkeys(list(SUMMARY_METRICS) + [
             m for o in outcomes for m in o.metrics if "_cb" not in m]))
-        rows = condition_table(outcomes, metrics)
+        tables = standard_tables(outcomes, metrics)
+        rows = tables["summary"]
         figures = {}
         for option in axes:
             for metric in self.plot_metrics:
@@ -148,7 +152,8 @@ class SweepStudy(MaskingStudy):
             figures["heatmap_tokens_changed_pct"] = plots.heatmap_figure(
                 grid, list(bv), list(av), xlabel=b, ylabel=a,
                 title=f"{self.name}: % tokens changed", label=label)
-        return Summary(tables={"summary": rows}, figures=figures)
+        report = listening_report(outcomes, session, f"{self.name}: listening report")
+        return Summary(tables=tables, figures=figures, texts={"report.html": report})
 
     @staticmethod
     def _marginal(rows: list[dict], option: str, metric: str):
