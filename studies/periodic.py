@@ -178,7 +178,8 @@ class PeriodicIntervalStudy(MaskingStudy):
                   (o.trial.condition.params["interval"] for o in outcomes)}
         ms = {p: interval_ms(n, backend.hop_length, backend.sample_rate) for p, n in tokens.items()}
         metrics = ["mask_density", "tokens_changed_pct", "masked_changed_pct", "kept_changed_pct",
-                   "mel_distance", "chroma_similarity", "onset_correlation", "tempo_difference_bpm"]
+                   "mel_distance", "chroma_similarity", "onset_correlation", "tempo_difference_bpm",
+                   "visqol_moslqo"]
         tables = standard_tables(outcomes, metrics)
         rows = [{"interval": r["interval"], "interval_tokens": tokens[r["interval"]],
                  "interval_ms": round(ms[r["interval"]], 1),

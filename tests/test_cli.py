@@ -147,3 +147,14 @@ def test_auto_backend_falls_back_to_reference(cli, music_3s):
 def test_checkpoint_options_need_vampnet(cli):
     _fails(cli("run", "periodic", "--backend", "reference", "--coarse-ckpt", "x.pth"),
            "only apply to --backend vampnet")
+
+
+def test_repeats_is_seeds_zero_to_n(cli, music_3s):
+    result = cli("run", "periodic", "--backend", "reference", "--audio", str(music_3s),
+                 "--intervals", "5", "--repeats", "2")
+    assert result.exit_code == 0, result.output
+    tracker = Tracker()
+    children = tracker.find_runs(tracker.experiment_id("periodic"), {"vampstudy.role": "condition"})
+    assert sorted(c.data.params["seed"] for c in children) == ["0", "1"]
+    both = cli("run", "periodic", "--seeds", "1,2", "--repeats", "2")
+    assert both.exit_code == 2 and "not both" in both.output

@@ -90,3 +90,32 @@ def test_onset_correlation_is_pearson_of_envelopes():
 
 def test_tempo_of_a_click_track():
     assert tempo_bpm(sig(clicks(120))) == pytest.approx(120, abs=3)
+
+
+def test_visqol_scores_identical_above_degraded():
+    from vampstudy.fidelity import visqol_moslqo
+
+    rng = np.random.default_rng(0)
+    x = synthesize_demo(2.0, seed=3)
+    same = visqol_moslqo(sig(x), sig(x))
+    noisy = visqol_moslqo(sig(x), sig(x + 0.05 * rng.standard_normal(len(x))))
+    assert 4.0 < same <= 5.0
+    assert 1.0 <= noisy < same - 0.5
+
+
+def test_visqol_flag_adds_the_metric(tmp_path, monkeypatch, music_3s):
+    from click.testing import CliRunner
+
+    from vampstudy.cli import main
+    from vampstudy.tracking import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["run", "periodic", "--backend", "reference", "--audio",
+                                       str(music_3s), "--intervals", "3", "--visqol"])
+    assert result.exit_code == 0, result.output
+    tracker = Tracker()
+    exp = tracker.experiment_id("periodic")
+    parent = tracker.find_runs(exp, {"vampstudy.role": "study"})[0]
+    assert parent.data.params["visqol"] == "True"
+    child = tracker.find_runs(exp, {"vampstudy.role": "condition"})[0]
+    assert 1.0 <= child.data.metrics["visqol_moslqo"] <= 5.0

@@ -140,12 +140,17 @@ def _study_command(entry, invoked_name: str) -> click.Command:
                      help="Random seed of every condition."),
         click.Option(["--seeds"], default=None, metavar="N,N,...",
                      help="Run each condition once per seed (overrides --seed), e.g. 0,1,2."),
+        click.Option(["--repeats"], type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Run each condition with seeds 0..N-1 (same as --seeds 0,1,...,N-1)."),
         click.Option(["--experiment"], default=None,
                      help=f"MLflow experiment. Default: the study name ({cls.name})."),
         click.Option(["--resume"], is_flag=True,
                      help="Continue the newest unfinished run of the same configuration."),
         click.Option(["--config"], type=click.Path(exists=True, dir_okay=False), default=None,
                      help="YAML file of study parameters (command-line options win)."),
+        click.Option(["--visqol"], is_flag=True,
+                     help="Also measure ViSQOL MOS-LQO of every output (slow; needs "
+                          "visqol-python)."),
         click.Option(["--check"], is_flag=True,
                      help="Run `vampstudy check` on the backend first; stop if a check FAILs."),
     ]
@@ -204,8 +209,8 @@ def _apply_config(ctx, cls, path, study_kwargs: dict, runner: dict) -> None:
             (study_kwargs if key in study_kwargs else runner)[key] = converted
 
 
-def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, experiment, resume,
-         config, check, **rest):
+def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats, experiment,
+         resume, config, check, visqol, **rest):
     from .runner import StudyFailed, run_study
     from .study import Study
     from .tracking import Tracker
@@ -218,8 +223,21 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, experim
         _apply_config(ctx, cls, config, study_kwargs, runner)
     audio, seed, seeds = runner["audio"], runner["seed"], runner["seeds"]
     backend, device, experiment = runner["backend"], runner["device"], runner["experiment"]
-    seed_list = _parse_seeds(seeds) if seeds else [seed]
+    if seeds and repeats:
+        raise click.UsageError("give --seeds or --repeats, not both")
+    seed_list = _parse_seeds(seeds) if seeds else list(range(repeats)) if repeats else [seed]
     study: Study = cls(**study_kwargs)
+    if visqol:
+        from .study import MaskingStudy
+
+        if not isinstance(study, MaskingStudy):
+            raise click.UsageError(f"--visqol applies to masking studies; {cls.name} is not one")
+        try:
+            import visqol as _  # noqa: F401
+        except ImportError as exc:
+            raise click.ClickException("--visqol needs the visqol-python package: "
+                                       "pip install visqol-python") from exc
+        study.visqol = True
     b = make_backend(backend, device, **ckpts)
     tracker = Tracker(tracking_uri)
     click.echo(f"study: {cls.name} · tracking: {tracker.uri}", err=True)

@@ -48,9 +48,20 @@ def _is_number(value) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
+#: Short column names for the terminal view (full names are in MLflow and ``show --wide``).
+SHORT_NAMES = {"tokens_changed_pct": "changed%", "tokens_changed_pct_ci95": "changed%_ci95",
+               "masked_changed_pct": "masked%", "kept_changed_pct": "kept%",
+               "mask_density": "density", "expected_density": "expected",
+               "mel_distance": "mel_dist", "chroma_similarity": "chroma",
+               "onset_correlation": "onset_r", "tempo_difference_bpm": "dtempo",
+               "visqol_moslqo": "visqol", "interval_tokens": "tokens"}
+
+
 def compact_columns(rows: list[dict]) -> list[dict]:
-    """A terminal view of a summary table: means without the ``_mean`` suffix, the
-    CI of % tokens changed, and no std / other CI columns."""
+    """A terminal view of a summary table: means under short names (see
+    :data:`SHORT_NAMES`), the CI of % tokens changed, no std or other CI columns,
+    and no ``interval_tokens`` column when it only repeats ``interval``."""
+    redundant = all(r.get("interval_tokens") == r.get("interval") for r in rows)
     out = []
     for row in rows:
         compact = {}
@@ -58,6 +69,9 @@ def compact_columns(rows: list[dict]) -> list[dict]:
             if key.endswith("_std") or (key.endswith("_ci95") and
                                         key != "tokens_changed_pct_ci95"):
                 continue
-            compact[key[:-5] if key.endswith("_mean") else key] = value
+            if key == "interval_tokens" and redundant:
+                continue
+            name = key[:-5] if key.endswith("_mean") else key
+            compact[SHORT_NAMES.get(name, name)] = value
         out.append(compact)
     return out

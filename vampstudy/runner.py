@@ -202,7 +202,8 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
         parent_id = tracker.start_run(exp_id, run_name,
                                       {**base_tags, TAG_ROLE: "study", TAG_NOTE: backend_note(backend)})
         try:
-            tracker.log_params(parent_id, {**study_params, **backend.info(), **backend.options(),
+            tracker.log_params(parent_id, {**study_params, **study.run_options(),
+                                           **backend.info(), **backend.options(),
                                            **_clip_params(clips), "seeds": seeds,
                                            "config_hash": config_hash})
             for clip in clips:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .backends.base import MASK_OPTIONS, Backend
-from .fidelity import fidelity_metrics
+from .fidelity import fidelity_metrics, visqol_moslqo
 from .metrics import token_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -201,9 +201,15 @@ class Study:
                             f"attributes of the same name; missing: {missing}")
         return {n: getattr(self, n) for n in self.param_names()}
 
+    def run_options(self) -> dict:
+        """Settings that are not constructor parameters but change what a run records
+        (e.g. an optional metric). Logged on the parent and part of the configuration hash."""
+        return {}
+
     def config_hash(self, **extra) -> str:
         """Hash of the study's identity and parameters plus ``extra`` (backend, clips, seeds)."""
-        blob = canonical_json({"study": self.name, "params": self.get_params(), **extra})
+        blob = canonical_json({"study": self.name, "params": self.get_params(),
+                               "run_options": self.run_options(), **extra})
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # ----------------------------------------------------------- hooks
@@ -278,6 +284,11 @@ class MaskingStudy(Study):
     upper_codebook_mask: int = 3
     #: Compute the audio fidelity metrics (:mod:`vampstudy.fidelity`) of every output.
     fidelity: bool = True
+    #: Also compute ViSQOL's MOS-LQO (slow; optional package). Set by ``--visqol``.
+    visqol: bool = False
+
+    def run_options(self) -> dict:
+        return {"visqol": True} if self.visqol else {}
 
     def resolve(self, trial: Trial) -> Condition:
         """The condition with clip-dependent values made concrete (e.g. ``beat`` → 29 tokens).
@@ -317,6 +328,8 @@ class MaskingStudy(Study):
         metrics, series = token_metrics(codes, codes_out, mask, upper)
         if self.fidelity:
             metrics.update(fidelity_metrics(trial.clip.signal, signal))
+        if self.visqol:
+            metrics["visqol_moslqo"] = visqol_moslqo(trial.clip.signal, signal)
         label = plots.backend_label(backend)
         title = f"{trial.condition.name} — density {metrics['mask_density']:.3f}"
         outcome = Outcome(

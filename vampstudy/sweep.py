@@ -45,7 +45,7 @@ ALIASES = {"dropout": "_dropout", "sampling_steps": "_sampling_steps"}
 #: Metrics summarised by every sweep.
 SUMMARY_METRICS = ("mask_density", "tokens_changed_pct", "masked_changed_pct", "kept_changed_pct",
                    "mel_distance", "chroma_similarity", "onset_correlation",
-                   "tempo_difference_bpm")
+                   "tempo_difference_bpm", "visqol_moslqo")
 OPTION_NAMES = tuple(MASK_OPTIONS) + tuple(o for o in SAMPLING_OPTIONS
                                             if o not in ("seed", "return_mask"))
 
