@@ -15,7 +15,7 @@ from tests.test_checks import AltersKeptTokens
 from vampstudy.audio import synthesize_demo
 from vampstudy.cli import main
 from vampstudy.intervals import interval_tokens, parse_interval
-from vampstudy.runner import prepare_clips, run_study
+from vampstudy.runner import run_study
 from vampstudy.summary import mean_ci, paired_comparison
 from vampstudy.tracking import Tracker
 

@@ -1,7 +1,5 @@
 """Audio fidelity metrics against independent computations and known transformations."""
 
-import math
-
 import numpy as np
 import pytest
 import torch

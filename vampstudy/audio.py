@@ -100,7 +100,6 @@ def synthesize_demo(duration: float = 10.0, sample_rate: int = 44100, bpm: float
     """
     rng = np.random.default_rng(seed)
     n = int(round(duration * sample_rate))
-    t = np.arange(n) / sample_rate
     out = np.zeros(n)
     beat = 60.0 / bpm
     chords = [(60, 64, 67), (57, 60, 64), (53, 57, 60), (55, 59, 62)]  # C Am F G

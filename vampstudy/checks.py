@@ -13,7 +13,6 @@ exits 1); WARN (could not be checked, e.g. an option the backend does not take).
 from __future__ import annotations
 
 import logging
-import math
 import traceback
 from dataclasses import asdict, dataclass
 from typing import Callable

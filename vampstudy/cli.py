@@ -232,11 +232,11 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
 
         if not isinstance(study, MaskingStudy):
             raise click.UsageError(f"--visqol applies to masking studies; {cls.name} is not one")
-        try:
-            import visqol as _  # noqa: F401
-        except ImportError as exc:
+        import importlib.util
+
+        if importlib.util.find_spec("visqol") is None:
             raise click.ClickException("--visqol needs the visqol-python package: "
-                                       "pip install visqol-python") from exc
+                                       "pip install visqol-python")
         study.visqol = True
     b = make_backend(backend, device, **ckpts)
     tracker = Tracker(tracking_uri)

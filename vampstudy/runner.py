@@ -225,7 +225,6 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
     errors: dict[str, str] = {}
     failed: list[Trial] = []
     skipped = 0
-    fixed = {k: v for k, v in study_params.items()}
     for i, trial in enumerate(trials):
         if trial.key in finished_runs:
             skipped += 1
@@ -242,7 +241,7 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
         child = tracker.start_run(exp_id, run_name, tags, parent_id=parent_id)
         status = "FINISHED"
         try:
-            tracker.log_params(child, {**fixed, **trial.condition.params, "seed": trial.seed,
+            tracker.log_params(child, {**study_params, **trial.condition.params, "seed": trial.seed,
                                        "clip": trial.clip.name, "backend": backend.name})
             tracker.log_dataset(child, "clips", [trial.clip.identity])
             seed_everything(trial.seed)

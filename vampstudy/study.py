@@ -37,7 +37,6 @@ from .metrics import token_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from audiotools import AudioSignal
-    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 

@@ -254,17 +254,15 @@ class Tracker:
 
     def resolve_study_run(self, run_id: str = "latest"):
         """A study's parent run by id, or the newest one for ``latest``."""
-        from .errors import TrackingError as _TE
-
         if run_id == "latest":
             runs = self.study_runs(max_results=1)
             if not runs:
-                raise _TE(f"no study runs in {self.uri}; run `vampstudy run periodic` first")
+                raise TrackingError(f"no study runs in {self.uri}; run `vampstudy run periodic` first")
             return runs[0]
         try:
             return self.client.get_run(run_id)
         except Exception as exc:
-            raise _TE(f"no run {run_id!r} in {self.uri}; `vampstudy show` without an id shows "
+            raise TrackingError(f"no run {run_id!r} in {self.uri}; `vampstudy show` without an id shows "
                       "the latest study run") from exc
 
     # --------------------------------------------------------------- checks

@@ -3,10 +3,7 @@
 This file is the worked example of docs/writing-a-study.md; the test suite runs it.
 """
 
-import numpy as np
-import torch
-
-from vampstudy import MaskingStudy, Condition, Summary, plots
+from vampstudy import Condition, MaskingStudy, plots
 
 
 class ContinuationStudy(MaskingStudy):
