@@ -112,3 +112,12 @@ def test_auto_with_vampnet_is_vampnet(vampnet_double):
 
 def test_hop_length_numpy_in_double(vampnet_double):
     assert isinstance(vampnet_double.Interface.default().codec.hop_length, np.int64)
+
+
+def test_default_interface_failure_explains_the_fix(vampnet_double, monkeypatch):
+    def missing(cls):
+        raise FileNotFoundError("./models/vampnet/wavebeat.pth")
+
+    monkeypatch.setattr(vampnet_double.Interface, "default", classmethod(missing))
+    with pytest.raises(BackendUnavailable, match="wavebeat.pth.*--coarse-ckpt"):
+        load_backend("vampnet", device="cpu")

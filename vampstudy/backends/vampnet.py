@@ -118,8 +118,11 @@ class VampNetBackend(Backend):
                     interface = Interface.default()
                 except OSError as exc:
                     raise BackendUnavailable(
-                        f"Interface.default() could not fetch VampNet's weights ({exc}); "
-                        "download them once and pass --coarse-ckpt/--c2f-ckpt/--codec-ckpt") from exc
+                        f"Interface.default() failed ({type(exc).__name__}: {exc}). It downloads "
+                        "the weights from the Hugging Face repo hugggof/vampnet and loads the beat "
+                        "tracker from ./models/vampnet/wavebeat.pth relative to the current "
+                        "folder: run from your vampnet checkout, or pass local checkpoints with "
+                        "--coarse-ckpt/--c2f-ckpt/--codec-ckpt") from exc
         self.interface = interface.to(self.device)
         codec = self.interface.codec
         self.sample_rate = int(_plain(codec.sample_rate))
