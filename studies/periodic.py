@@ -23,7 +23,7 @@ from vampstudy.listening import listening_report
 from vampstudy.intervals import IntervalList, interval_tokens, is_beat, parse_interval
 from vampstudy.metrics import interval_ms
 from vampstudy.study import Condition, MaskingStudy, Outcome, Session, Summary, Trial
-from vampstudy.summary import observations, spearman, standard_tables
+from vampstudy.summary import STANDARD_METRICS, observations, spearman, standard_tables
 
 logger = logging.getLogger(__name__)
 
@@ -177,10 +177,7 @@ class PeriodicIntervalStudy(MaskingStudy):
         tokens = {p: self._tokens(p, first) for p in
                   (o.trial.condition.params["interval"] for o in outcomes)}
         ms = {p: interval_ms(n, backend.hop_length, backend.sample_rate) for p, n in tokens.items()}
-        metrics = ["mask_density", "tokens_changed_pct", "masked_changed_pct", "kept_changed_pct",
-                   "mel_distance", "chroma_similarity", "onset_correlation", "tempo_difference_bpm",
-                   "visqol_moslqo"]
-        tables = standard_tables(outcomes, metrics)
+        tables = standard_tables(outcomes, STANDARD_METRICS)
         rows = [{"interval": r["interval"], "interval_tokens": tokens[r["interval"]],
                  "interval_ms": round(ms[r["interval"]], 1),
                  "expected_density": round(1 - 1 / tokens[r["interval"]], 4), **r}

@@ -17,9 +17,7 @@ import numpy as np
 import torch
 
 from . import plots
-
-KEY_METRICS = ("mask_density", "tokens_changed_pct", "masked_changed_pct", "kept_changed_pct",
-               "mel_distance", "chroma_similarity", "onset_correlation", "tempo_difference_bpm")
+from .summary import STANDARD_METRICS
 
 
 def audio_data_uri(signal) -> str:
@@ -97,7 +95,7 @@ def _row(name, signal, mask, metrics, label) -> str:
         fig = plots.mask_figure(torch.as_tensor(mask), "", label)
         mask_img = f"<img src='{figure_data_uri(fig)}' width='360' alt='mask'>"
     spec = plots.spectrogram_figure(signal, name, label)
-    text = "\n".join(f"{k}: {_fmt(metrics.get(k))}" for k in KEY_METRICS if k in metrics)
+    text = "\n".join(f"{k}: {_fmt(metrics.get(k))}" for k in STANDARD_METRICS if k in metrics)
     return (f"<tr><td><b>{html.escape(name)}</b></td>"
             f"<td><audio controls preload='metadata' src='{audio_data_uri(signal)}'></audio></td>"
             f"<td>{mask_img}</td><td><img src='{figure_data_uri(spec)}' width='420' "

@@ -14,6 +14,11 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
+#: The metrics every masking study summarises (token metrics, then audio fidelity).
+STANDARD_METRICS = ("mask_density", "tokens_changed_pct", "masked_changed_pct", "kept_changed_pct",
+                    "mel_distance", "chroma_similarity", "onset_correlation",
+                    "tempo_difference_bpm", "visqol_moslqo")
+
 
 def mean_ci(values: Sequence[float]) -> dict:
     """``mean``, ``std`` (ddof=1), ``n`` and ``ci95`` (half-width) of finite values."""

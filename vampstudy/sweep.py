@@ -36,16 +36,12 @@ from .backends.base import MASK_OPTIONS, SAMPLING_OPTIONS
 from .errors import ConfigError
 from .study import Condition, MaskingStudy, Outcome, Session, Summary
 from .listening import listening_report
-from .summary import standard_tables
+from .summary import STANDARD_METRICS, standard_tables
 
 logger = logging.getLogger(__name__)
 
 #: Friendlier study-parameter names for VampNet's underscore options.
 ALIASES = {"dropout": "_dropout", "sampling_steps": "_sampling_steps"}
-#: Metrics summarised by every sweep.
-SUMMARY_METRICS = ("mask_density", "tokens_changed_pct", "masked_changed_pct", "kept_changed_pct",
-                   "mel_distance", "chroma_similarity", "onset_correlation",
-                   "tempo_difference_bpm", "visqol_moslqo")
 OPTION_NAMES = tuple(MASK_OPTIONS) + tuple(o for o in SAMPLING_OPTIONS
                                             if o not in ("seed", "return_mask"))
 
@@ -128,7 +124,7 @@ class SweepStudy(MaskingStudy):
     def analyze(self, outcomes: list[Outcome], session: Session) -> Summary:
         label = plots.backend_label(session.backend)
         axes = self.sweep_axes()
-        metrics = list(dict.fromkeys(list(SUMMARY_METRICS) + [
+        metrics = list(dict.fromkeys(list(STANDARD_METRICS) + [
             m for o in outcomes for m in o.metrics if "_cb" not in m]))
         tables = standard_tables(outcomes, metrics)
         rows = tables["summary"]
