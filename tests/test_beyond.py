@@ -177,8 +177,17 @@ def test_listening_report(repeated):
     assert len(page) < 20 * 1024 * 1024
     assert "not VampNet" in page and "reference" in page
     sources = re.findall(r"<audio controls preload='metadata' src='data:(audio/\w+);base64,([^']+)'", page)
-    assert len(sources) == 1 + 3   # original + one per condition
+    assert len(sources) == 1 + 3 * 5   # original + every condition x every seed
     mime, data = sources[1]
     audio, sr = sf.read(io.BytesIO(base64.b64decode(data)))
     assert sr == 44100 and abs(len(audio) / sr - 3.0) < 0.1
     assert page.index("interval=2") < page.index("interval=13") < page.index("interval=100")
+    for seed in range(5):
+        assert f"interval=13 · seed {seed}" in page          # a spectrogram per seed
+    # mean ± CI over the five seeds, next to each seed's value
+    changed = [o.metrics["tokens_changed_pct"] for o in result.outcomes
+               if o.trial.condition.params["interval"] == 13]
+    from vampstudy.summary import mean_ci
+    st = mean_ci(changed)
+    assert f"{st['mean']:.3g} ± {st['ci95']:.3g} <small>(n=5)</small>" in page
+    assert "<th>mean ± 95% CI</th>" in page

@@ -109,12 +109,25 @@ def log_spectrogram(signal, n_fft: int = 2048, hop: int = 512) -> tuple[np.ndarr
     return db.numpy(), audio.numel() / signal.sample_rate, signal.sample_rate / 2
 
 
-def _spec_image(ax, signal, max_hz: float = 11025.0) -> None:
+def _pool_columns(db: np.ndarray, max_columns: int) -> np.ndarray:
+    """At most ``max_columns`` time frames: the max over groups of neighbouring frames
+    (a long clip draws as fast as a short one and keeps its transients)."""
+    factor = int(math.ceil(db.shape[1] / max_columns))
+    if factor <= 1:
+        return db
+    pad = (-db.shape[1]) % factor
+    if pad:
+        db = np.concatenate([db, np.repeat(db[:, -1:], pad, axis=1)], axis=1)
+    return db.reshape(db.shape[0], -1, factor).max(axis=2)
+
+
+def _spec_image(ax, signal, max_hz: float = 11025.0, max_columns: int = 1600) -> None:
     db, duration, nyquist = log_spectrogram(signal)
     top = min(max_hz, nyquist)
     rows = int(math.ceil(db.shape[0] * top / nyquist))
+    db = _pool_columns(db[:rows], max_columns)
     vmax = float(db.max())
-    ax.imshow(db[:rows], aspect="auto", origin="lower", cmap="magma", vmin=vmax - 80, vmax=vmax,
+    ax.imshow(db, aspect="auto", origin="lower", cmap="magma", vmin=vmax - 80, vmax=vmax,
               extent=(0, duration, 0, top / 1000))
     ax.set_ylabel("kHz")
 
