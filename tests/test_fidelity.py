@@ -117,3 +117,104 @@ def test_visqol_flag_adds_the_metric(tmp_path, monkeypatch, music_3s):
     assert parent.data.params["visqol"] == "True"
     child = tracker.find_runs(exp, {"vampstudy.role": "condition"})[0]
     assert 1.0 <= child.data.metrics["visqol_moslqo"] <= 5.0
+
+
+# ------------------------------------------------------- cached reference side
+def _direct_metrics(reference, estimate):
+    """The metrics computed from scratch for one pair, as before the reference cache existed."""
+    import librosa
+    from audiotools.metrics.spectral import MelSpectrogramLoss
+
+    def mono(s):
+        return s.audio_data[0].mean(0).numpy().astype(np.float32)
+
+    a_full, b_full = mono(reference), mono(estimate)
+    n = min(len(a_full), len(b_full))
+    a, b = a_full[:n], b_full[:n]
+    mel = float(MelSpectrogramLoss()(AudioSignal(b[None, None], SR), AudioSignal(a[None, None], SR)))
+    ca = librosa.feature.chroma_stft(y=a, sr=SR, hop_length=2048)
+    cb = librosa.feature.chroma_stft(y=b, sr=SR, hop_length=2048)
+    na, nb = np.linalg.norm(ca, axis=0), np.linalg.norm(cb, axis=0)
+    ok = (na > 1e-8) & (nb > 1e-8)
+    ea = librosa.onset.onset_strength(y=a, sr=SR, hop_length=512)
+    eb = librosa.onset.onset_strength(y=b, sr=SR, hop_length=512)
+
+    def tempo(x):
+        env = librosa.onset.onset_strength(y=x, sr=SR, hop_length=512)
+        return float(np.atleast_1d(librosa.feature.tempo(onset_envelope=env, sr=SR,
+                                                         hop_length=512))[0])
+
+    return {"mel_distance": mel,
+            "chroma_similarity": float(((ca[:, ok] * cb[:, ok]).sum(0) / (na[ok] * nb[ok])).mean()),
+            "onset_correlation": float(np.corrcoef(ea, eb)[0, 1]),
+            "tempo_difference_bpm": abs(tempo(a_full) - tempo(b_full))}
+
+
+@pytest.mark.parametrize("estimate_seconds", [4.0, 3.5, 4.5])
+def test_cached_reference_gives_the_direct_values(estimate_seconds):
+    """Same values as computing both sides from scratch, also when the lengths differ."""
+    original = sig(synthesize_demo(4.0, seed=2))
+    rng = np.random.default_rng(1)
+    y = synthesize_demo(estimate_seconds, seed=5, bpm=100.0)
+    estimate = sig(y + 0.02 * rng.standard_normal(len(y)))
+    expected = _direct_metrics(original, estimate)
+    for _ in range(2):  # the second call runs on the cached reference side
+        got = fidelity_metrics(original, estimate)
+        assert got.keys() == expected.keys()
+        for k in expected:
+            assert got[k] == pytest.approx(expected[k], rel=1e-6, abs=1e-9), k
+
+
+def test_reference_side_is_computed_once_per_clip(monkeypatch):
+    import vampstudy.fidelity as fid
+
+    calls = {"mel": 0, "chroma": 0, "onset": 0}
+
+    def counting(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(fid, "mel_features", counting("mel", fid.mel_features))
+    monkeypatch.setattr(fid, "chroma", counting("chroma", fid.chroma))
+    monkeypatch.setattr(fid, "onset_envelope", counting("onset", fid.onset_envelope))
+    original = sig(synthesize_demo(3.0, seed=2))
+    outputs = [sig(synthesize_demo(3.0, seed=s)) for s in (3, 4, 5)]
+    for out in outputs:
+        fidelity_metrics(original, out)
+    # 1 for the original (kept) + 1 per output; the output's onset envelope also gives its tempo
+    assert calls == {"mel": 4, "chroma": 4, "onset": 4}
+    assert tempo_bpm(original) == fid.reference_for(original).tempo_bpm()
+    assert calls["onset"] == 4
+
+
+def test_reference_cache_follows_the_audio():
+    from vampstudy.fidelity import FidelityReference, reference_for
+
+    x = sig(synthesize_demo(3.0, seed=2))
+    other = sig(synthesize_demo(3.0, seed=2))   # equal audio, another tensor
+    ref = reference_for(x)
+    assert isinstance(ref, FidelityReference)
+    assert reference_for(x) is ref
+    assert reference_for(other) is not ref
+    before = fidelity_metrics(x, other)["mel_distance"]
+    x.audio_data.mul_(0.25)                     # changed in place: the cache must notice
+    assert reference_for(x) is not ref
+    after = fidelity_metrics(x, other)["mel_distance"]
+    assert before == pytest.approx(0.0, abs=1e-6) and after > 0.1
+
+
+def test_reference_compare_is_thread_safe():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vampstudy.fidelity import FidelityReference
+
+    original = sig(synthesize_demo(2.0, seed=2))
+    outputs = [sig(synthesize_demo(2.0, seed=s)) for s in (3, 4, 5, 6)]
+    expected = [FidelityReference.from_signal(original).compare(o) for o in outputs]
+    shared = FidelityReference.from_signal(original)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(shared.compare, outputs))
+    for g, e in zip(got, expected):
+        assert g == pytest.approx(e, rel=1e-9)

@@ -1,6 +1,6 @@
 """Audio fidelity metrics: how the generated audio compares with the original.
 
-Pure functions of two :class:`audiotools.AudioSignal` (the original first),
+Functions of two :class:`audiotools.AudioSignal` (the original first),
 mixed to mono and trimmed to the shorter length. Definitions:
 
 ``mel_distance``
@@ -20,14 +20,32 @@ mixed to mono and trimmed to the shorter length. Definitions:
     can land on half or double the felt tempo).
 ``visqol_moslqo`` (optional, ``--visqol``)
     ViSQOL v3 audio-mode MOS-LQO from the ``visqol-python`` package, 1–5.
+
+The original's side of every metric (its mel spectrograms, chroma, onset
+envelope and tempo) depends only on the original, so it is computed once per
+clip and kept in a :class:`FidelityReference`; every condition then pays only
+for its own output's features. :func:`reference_for` keeps the references of
+the last few clips (keyed by the clip's audio tensor), so the plain functions
+below (:func:`fidelity_metrics`, :func:`tempo_bpm`, ...) reuse them too.
 """
 
 from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
 CHROMA_HOP = 2048
 ONSET_HOP = 512
+#: audiotools ``MelSpectrogramLoss`` defaults: (n_mels, window length) per resolution.
+MEL_RESOLUTIONS = ((150, 2048), (80, 512))
+MEL_CLAMP_EPS = 1e-5
+MEL_POW = 2.0
+#: How many clips' references :func:`reference_for` keeps.
+REFERENCE_CACHE_SIZE = 4
 
 
 def _mono(signal) -> tuple[np.ndarray, int]:
@@ -44,13 +62,29 @@ def _pair(reference, estimate) -> tuple[np.ndarray, np.ndarray, int]:
     return a[:n], b[:n], sr
 
 
-def mel_distance(reference, estimate) -> float:
-    """audiotools ``MelSpectrogramLoss(estimate, reference)`` (0 = identical)."""
+# ------------------------------------------------------------- features
+def mel_features(audio: np.ndarray, sr: int) -> list[tuple]:
+    """``(mel, log10(clamp(mel)^2))`` per resolution of ``MelSpectrogramLoss`` (torch tensors)."""
     from audiotools import AudioSignal
-    from audiotools.metrics.spectral import MelSpectrogramLoss
 
-    a, b, sr = _pair(reference, estimate)
-    return float(MelSpectrogramLoss()(AudioSignal(b[None, None], sr), AudioSignal(a[None, None], sr)))
+    signal = AudioSignal(audio[None, None], sr)
+    out = []
+    for n_mels, window in MEL_RESOLUTIONS:
+        mel = signal.mel_spectrogram(n_mels, mel_fmin=0.0, mel_fmax=None, window_length=window,
+                                     hop_length=window // 4, window_type=None)
+        out.append((mel, mel.clamp(MEL_CLAMP_EPS).pow(MEL_POW).log10()))
+    return out
+
+
+def _mel_loss(estimate_mels: list[tuple], reference_mels: list[tuple]) -> float:
+    """``MelSpectrogramLoss(estimate, reference)`` from precomputed mel features."""
+    from torch.nn.functional import l1_loss
+
+    loss = 0.0
+    for (x_mel, x_log), (y_mel, y_log) in zip(estimate_mels, reference_mels):
+        loss += l1_loss(x_log, y_log)
+        loss += l1_loss(x_mel, y_mel)
+    return float(loss)
 
 
 def chroma(audio: np.ndarray, sr: int) -> np.ndarray:
@@ -59,10 +93,20 @@ def chroma(audio: np.ndarray, sr: int) -> np.ndarray:
     return librosa.feature.chroma_stft(y=audio, sr=sr, hop_length=CHROMA_HOP)
 
 
-def chroma_similarity(reference, estimate) -> float:
-    """Mean framewise cosine similarity of chroma (1 = same harmony)."""
-    a, b, sr = _pair(reference, estimate)
-    ca, cb = chroma(a, sr), chroma(b, sr)
+def onset_envelope(audio: np.ndarray, sr: int) -> np.ndarray:
+    import librosa
+
+    return librosa.onset.onset_strength(y=audio, sr=sr, hop_length=ONSET_HOP)
+
+
+def _tempo_of_envelope(envelope: np.ndarray, sr: int) -> float:
+    import librosa
+
+    return float(np.atleast_1d(librosa.feature.tempo(onset_envelope=envelope, sr=sr,
+                                                     hop_length=ONSET_HOP))[0])
+
+
+def _chroma_similarity(ca: np.ndarray, cb: np.ndarray) -> float:
     na, nb = np.linalg.norm(ca, axis=0), np.linalg.norm(cb, axis=0)
     ok = (na > 1e-8) & (nb > 1e-8)
     if not ok.any():
@@ -71,39 +115,175 @@ def chroma_similarity(reference, estimate) -> float:
     return float(cos.mean())
 
 
-def onset_envelope(audio: np.ndarray, sr: int) -> np.ndarray:
-    import librosa
-
-    return librosa.onset.onset_strength(y=audio, sr=sr, hop_length=ONSET_HOP)
-
-
-def onset_correlation(reference, estimate) -> float:
-    """Pearson correlation of onset-strength envelopes (1 = same rhythm)."""
-    a, b, sr = _pair(reference, estimate)
-    ea, eb = onset_envelope(a, sr), onset_envelope(b, sr)
+def _onset_correlation(ea: np.ndarray, eb: np.ndarray) -> float:
     if ea.std() == 0 or eb.std() == 0:
         return float("nan")
     return float(np.corrcoef(ea, eb)[0, 1])
 
 
+@dataclass
+class _Features:
+    """One audio array's side of the metrics (each computed on first use)."""
+
+    audio: np.ndarray
+    sr: int
+    _mels: list | None = None
+    _chroma: np.ndarray | None = None
+    _onset: np.ndarray | None = None
+
+    @property
+    def mels(self) -> list[tuple]:
+        if self._mels is None:
+            self._mels = mel_features(self.audio, self.sr)
+        return self._mels
+
+    @property
+    def chroma(self) -> np.ndarray:
+        if self._chroma is None:
+            self._chroma = chroma(self.audio, self.sr)
+        return self._chroma
+
+    @property
+    def onset(self) -> np.ndarray:
+        if self._onset is None:
+            self._onset = onset_envelope(self.audio, self.sr)
+        return self._onset
+
+
+class FidelityReference:
+    """The original clip's side of the fidelity metrics, computed once and reused.
+
+    Examples
+    --------
+    >>> ref = FidelityReference.from_signal(clip.signal)      # doctest: +SKIP
+    >>> ref.compare(output_signal)                             # doctest: +SKIP
+    {'mel_distance': ..., 'chroma_similarity': ..., 'onset_correlation': ...,
+     'tempo_difference_bpm': ...}
+
+    Safe to share between threads: features are computed under a lock.
+    """
+
+    def __init__(self, audio: np.ndarray, sample_rate: int):
+        self.audio = audio
+        self.sample_rate = int(sample_rate)
+        self._by_length: dict[int, _Features] = {}   # features of audio[:n], per trim length n
+        self._tempo: float | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_signal(cls, signal) -> "FidelityReference":
+        audio, sr = _mono(signal)
+        return cls(audio, sr)
+
+    # ---------------------------------------------------- reference side
+    def features(self, n: int) -> _Features:
+        """The original's features over its first ``n`` samples (what it is compared on)."""
+        with self._lock:
+            feats = self._by_length.get(n)
+            if feats is None:
+                if len(self._by_length) >= 4:   # outputs of many lengths: keep a few
+                    self._by_length.pop(next(iter(self._by_length)))
+                feats = self._by_length[n] = _Features(self.audio[:n], self.sample_rate)
+            return feats
+
+    def _computed(self, n: int, name: str):
+        feats = self.features(n)
+        with self._lock:
+            return getattr(feats, name)
+
+    def tempo_bpm(self) -> float:
+        """librosa's tempo of the whole original, in beats per minute."""
+        if self._tempo is None:
+            envelope = self._computed(len(self.audio), "onset")
+            self._tempo = _tempo_of_envelope(envelope, self.sample_rate)
+        return self._tempo
+
+    # ----------------------------------------------------- comparisons
+    def _estimate(self, estimate) -> tuple[np.ndarray, _Features, int]:
+        b, sr = _mono(estimate)
+        if sr != self.sample_rate:
+            raise ValueError(f"sample rates differ: {self.sample_rate} vs {sr}")
+        n = min(len(self.audio), len(b))
+        return b, _Features(b[:n], sr), n
+
+    def mel_distance(self, estimate) -> float:
+        _, est, n = self._estimate(estimate)
+        return _mel_loss(est.mels, self._computed(n, "mels"))
+
+    def chroma_similarity(self, estimate) -> float:
+        _, est, n = self._estimate(estimate)
+        return _chroma_similarity(self._computed(n, "chroma"), est.chroma)
+
+    def onset_correlation(self, estimate) -> float:
+        _, est, n = self._estimate(estimate)
+        return _onset_correlation(self._computed(n, "onset"), est.onset)
+
+    def compare(self, estimate) -> dict[str, float]:
+        """Every metric of ``estimate`` against this original, keyed by metric name."""
+        b, est, n = self._estimate(estimate)
+        whole = est.onset if n == len(b) else onset_envelope(b, self.sample_rate)
+        return {
+            "mel_distance": _mel_loss(est.mels, self._computed(n, "mels")),
+            "chroma_similarity": _chroma_similarity(self._computed(n, "chroma"), est.chroma),
+            "onset_correlation": _onset_correlation(self._computed(n, "onset"), est.onset),
+            "tempo_difference_bpm": abs(self.tempo_bpm()
+                                        - _tempo_of_envelope(whole, self.sample_rate)),
+        }
+
+
+_CACHE: "OrderedDict[int, tuple]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def reference_for(signal) -> FidelityReference:
+    """The :class:`FidelityReference` of ``signal``, reused while its audio is unchanged.
+
+    Keyed by the signal's audio tensor (its identity and in-place version
+    counter), so the same clip object gets the same reference across
+    conditions, and a modified or different tensor gets a new one. Keeps the
+    last :data:`REFERENCE_CACHE_SIZE` clips.
+    """
+    data = signal.audio_data
+    stamp = (getattr(data, "_version", None), tuple(data.shape), int(signal.sample_rate))
+    key = id(data)
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None and hit[0]() is data and hit[1] == stamp:
+            _CACHE.move_to_end(key)
+            return hit[2]
+    ref = FidelityReference.from_signal(signal)
+    with _CACHE_LOCK:
+        _CACHE[key] = (weakref.ref(data), stamp, ref)
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > REFERENCE_CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return ref
+
+
+# ------------------------------------------------------- plain functions
+def mel_distance(reference, estimate) -> float:
+    """audiotools ``MelSpectrogramLoss(estimate, reference)`` (0 = identical)."""
+    return reference_for(reference).mel_distance(estimate)
+
+
+def chroma_similarity(reference, estimate) -> float:
+    """Mean framewise cosine similarity of chroma (1 = same harmony)."""
+    return reference_for(reference).chroma_similarity(estimate)
+
+
+def onset_correlation(reference, estimate) -> float:
+    """Pearson correlation of onset-strength envelopes (1 = same rhythm)."""
+    return reference_for(reference).onset_correlation(estimate)
+
+
 def tempo_bpm(signal) -> float:
     """librosa's tempo estimate of a signal, in beats per minute."""
-    import librosa
-
-    audio, sr = _mono(signal)
-    envelope = onset_envelope(audio, sr)
-    return float(np.atleast_1d(librosa.feature.tempo(onset_envelope=envelope, sr=sr,
-                                                     hop_length=ONSET_HOP))[0])
+    return reference_for(signal).tempo_bpm()
 
 
 def fidelity_metrics(reference, estimate) -> dict[str, float]:
-    """All of the above, keyed by metric name."""
-    return {
-        "mel_distance": mel_distance(reference, estimate),
-        "chroma_similarity": chroma_similarity(reference, estimate),
-        "onset_correlation": onset_correlation(reference, estimate),
-        "tempo_difference_bpm": abs(tempo_bpm(reference) - tempo_bpm(estimate)),
-    }
+    """All of the above, keyed by metric name (the reference side is cached per clip)."""
+    return reference_for(reference).compare(estimate)
 
 
 _VISQOL_API = None
