@@ -1,0 +1,50 @@
+"""Start-up cost: the command line and the package import nothing heavy until it is used."""
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "mlflow", "librosa", "matplotlib", "audiotools", "pandas")
+
+
+def loaded_after(code: str) -> list[str]:
+    """Top-level modules of HEAVY loaded by ``code`` in a fresh interpreter."""
+    probe = (f"{code}\nimport sys\n"
+             f"print('loaded:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("loaded:"), out.stdout
+    return [m for m in last[len("loaded:"):].split(",") if m]
+
+
+@pytest.mark.parametrize("code", ["import vampstudy.cli", "import vampstudy",
+                                  "import vampstudy.errors"])
+def test_imports_load_no_heavy_library(code):
+    assert loaded_after(code) == []
+
+
+def test_help_loads_no_heavy_library():
+    code = ("import sys\nfrom vampstudy.cli import main\nsys.argv = ['vampstudy', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass")
+    assert loaded_after(code) == []
+
+
+def test_public_names_still_import_from_the_package():
+    code = ("from vampstudy import (Condition, MaskingStudy, Outcome, Session, Study, Summary,\n"
+            "    SweepStudy, Trial, VampstudyError, load_backend, plots, __version__)\n"
+            "import vampstudy\n"
+            "from vampstudy.study import Study as S\n"
+            "assert Study is S and vampstudy.Study is S\n"
+            "assert plots.__name__ == 'vampstudy.plots'\n"
+            "assert isinstance(__version__, str) and __version__\n"
+            "assert set(vampstudy.__all__) <= set(dir(vampstudy))")
+    loaded = loaded_after(code)
+    assert "torch" in loaded   # the study classes were really loaded, on demand
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    import vampstudy
+
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+        vampstudy.NoSuchThing  # noqa: B018
