@@ -1,31 +1,34 @@
-"""The runner: the one caller of a study's hooks, and the owner of all I/O.
+"""The runner: the one caller of a study's hooks, in three stages.
 
-It loads and checks the audio, encodes it, creates the parent run and one
-child run per trial (clip × condition × seed), logs what the hooks return,
-turns a failing trial into a FAILED child run with its traceback, resumes an
-unfinished study, and reports progress.
+::
+
+    prepare_clips      load, check, preprocess, encode (before any run exists)
+    study.validate / study.prepare
+    plan    (vampstudy.plan)     trials = clips × conditions × seeds, config hash, resume set
+    execute (vampstudy.execute)  trials → results through an executor (pipelined by default)
+    record  (vampstudy.record)   parent run, one child per trial, artifacts, statuses
+    study.analyze      on every finished outcome, recorded on the parent
+
+Failure paths: a failing trial becomes a FAILED child (the others go on); a failing
+analysis marks the parent FAILED with its traceback and keeps every child; an interrupt
+marks the open runs KILLED. In every case ``--resume`` reruns only what is missing.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
-
-import numpy as np
-import torch
 
 from . import audio as audio_io
 from .backends.base import Backend
 from .errors import AudioError, VampstudyError
+from .execute import Executor, Job, make_executor, seed_everything  # noqa: F401 (re-exported)
+from .plan import Plan, backend_note, plan_study
+from .record import TAG_FAILED, TAG_FAILED_STAGE, Recorder
 from .study import Outcome, PreparedClip, Record, Session, Study, Trial
-from .tracking import (TAG_BACKEND, TAG_CHECK, TAG_CONDITION, TAG_CONFIG, TAG_NOTE, TAG_ROLE,
-                       TAG_STUDY, TAG_TRIAL, Tracker)
 
 logger = logging.getLogger(__name__)
 
@@ -60,23 +63,34 @@ class StudyFailed(VampstudyError):
                          "fix the cause and re-run with --resume")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch, numpy and random (VampNet's build_mask draws from torch's global RNG)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    random.seed(seed)
+class AnalysisFailed(VampstudyError):
+    """The trials finished (and are kept) but the study's analysis failed."""
+
+    def __init__(self, study: str, parent_run_id: str, n_finished: int, exc: BaseException):
+        self.parent_run_id = parent_run_id
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        super().__init__(f"the analysis of study {study!r} failed after {n_finished} conditions "
+                         f"finished ({type(exc).__name__}: {first}); the conditions are kept and "
+                         f"the traceback is in run {parent_run_id}'s traceback.txt; fix the cause "
+                         "and re-run with --resume to redo only the analysis")
 
 
-def backend_note(backend: Backend) -> str:
-    if backend.is_vampnet:
-        return f"Generated with VampNet ({backend.description})."
-    return (f"Generated with the **{backend.name}** backend — {backend.description}. "
-            "These results are not VampNet's.")
+class StudyInterrupted(VampstudyError):
+    """The study was interrupted (Ctrl-C): open runs are KILLED, finished ones kept."""
+
+    def __init__(self, plan: Plan, recorder: Recorder):
+        self.parent_run_id = recorder.parent_id
+        self.n_finished = len(recorder.outcomes) + len(plan.done)
+        self.n_total = len(plan.trials)
+        super().__init__(f"interrupted: {self.n_finished} of {self.n_total} conditions finished "
+                         f"and are kept (run {self.parent_run_id})")
 
 
 def prepare_clips(backend: Backend, audio: list[str] | tuple[str, ...] = (),
                   clips: list[audio_io.Clip] | None = None) -> list[PreparedClip]:
     """Load, check, preprocess and encode the clips (the built-in demo when none given)."""
+    import torch
+
     if clips is None:
         paths = audio_io.expand_audio_inputs(list(audio)) if audio else [audio_io.DEMO_NAME]
         clips = [audio_io.load_clip(p) for p in paths]
@@ -101,33 +115,6 @@ def prepare_clips(backend: Backend, audio: list[str] | tuple[str, ...] = (),
     return prepared
 
 
-class _Logger:
-    """Writes a :class:`Record` to one run."""
-
-    def __init__(self, tracker: Tracker):
-        self.tracker = tracker
-
-    def record(self, run_id: str, rec: Record | None) -> None:
-        if rec is None:
-            return
-        t = self.tracker
-        if rec.params:
-            t.log_params(run_id, rec.params)
-        if rec.metrics or rec.series:
-            t.log_metrics(run_id, rec.metrics, rec.series)
-        for name, signal in rec.audio.items():
-            t.log_bytes(run_id, audio_io.signal_to_wav_bytes(signal), f"audio/{name}.wav")
-        if rec.arrays:
-            t.log_arrays(run_id, rec.arrays)
-        for name, fig in rec.figures.items():
-            t.log_figure(run_id, fig, f"figures/{name}.png")
-        rec.figures = {}  # free the memory; figures are not needed after logging
-        for name, rows in rec.tables.items():
-            t.log_table(run_id, rows, name)
-        for path, text in rec.texts.items():
-            t.log_text(run_id, text, path)
-
-
 def _clip_params(clips: list[PreparedClip]) -> dict:
     if len(clips) == 1:
         ident = clips[0].identity
@@ -141,8 +128,9 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
               experiment: str | None = None, resume: bool = False,
               progress: ProgressCallback | None = None, check_status: str | None = None,
               clips: list[PreparedClip] | None = None,
-              resolved_config: dict | None = None) -> StudyResult:
-    """Run ``study`` on ``backend`` and log it to ``tracker``.
+              resolved_config: dict | None = None, executor: Executor | str | None = None,
+              backend_spec: tuple | None = None) -> StudyResult:
+    """Run ``study`` on ``backend`` and log it to ``tracker``: plan, execute, record.
 
     Parameters
     ----------
@@ -163,6 +151,11 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
     resolved_config : dict, optional
         The full configuration as resolved by the caller, logged as
         ``config.yaml`` on the parent run (``vampstudy run NAME --config`` reads it back).
+    executor : Executor or str, optional
+        How trials are executed (:mod:`vampstudy.execute`); ``pipelined`` by default.
+    backend_spec : tuple of (str, dict), optional
+        How a worker process loads the same backend; ``(backend.name, backend.options())``
+        by default.
 
     Raises
     ------
@@ -170,6 +163,10 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
         Bad input, before anything is logged.
     StudyFailed
         After the run, if any trial failed (the rest are logged and analysed).
+    AnalysisFailed
+        The analysis failed after the trials finished (they are kept; ``--resume`` redoes it).
+    StudyInterrupted
+        KeyboardInterrupt: open runs are marked KILLED; ``--resume`` continues.
     """
     started = time.time()
     seeds = [int(s) for s in seeds] or [0]
@@ -177,119 +174,88 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
     clips = clips if clips is not None else prepare_clips(backend, audio)
     session = Session(backend=backend, clips=clips, seeds=seeds)
     prepared = study.prepare(session)   # before any run exists: a failure leaves nothing behind
-    conditions = study.iterate()
-    if not conditions:
-        raise VampstudyError(f"study {study.name!r} has no conditions to run; check its parameters")
-    trials = [Trial(c, clip, s) for clip in clips for c in conditions for s in seeds]
-    config_hash = study.config_hash(backend=backend.name, backend_options=backend.options(),
-                                    clips=[c.identity["sha256"] for c in clips], seeds=seeds)
-    exp_id = tracker.experiment_id(experiment or study.name)
-    write = _Logger(tracker)
-    base_tags = {TAG_STUDY: study.name, TAG_BACKEND: backend.name, TAG_CONFIG: config_hash}
-    if check_status:
-        base_tags[TAG_CHECK] = check_status
+    plan = plan_study(study, backend, clips, seeds, experiment=experiment,
+                      check_status=check_status)
+    if executor is None or isinstance(executor, str):
+        executor = make_executor(executor or "pipelined")
+    recorder = Recorder(tracker, plan)
 
-    parent_id, finished_runs, resumed = None, {}, False
-    if resume:
-        parent_id, finished_runs = _find_resumable(tracker, exp_id, config_hash)
-        resumed = parent_id is not None
-        if not resumed:
-            logger.warning("--resume: no unfinished run of this configuration in experiment "
-                           "%r; starting a new one", experiment or study.name)
-    study_params = study.get_params()
-    if parent_id is None:
-        run_name = f"{study.name} · {backend.name} · {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        parent_id = tracker.start_run(exp_id, run_name,
-                                      {**base_tags, TAG_ROLE: "study", TAG_NOTE: backend_note(backend)})
-        try:
-            tracker.log_params(parent_id, {**study_params, **study.run_options(),
-                                           **backend.info(), **backend.options(),
-                                           **_clip_params(clips), "seeds": seeds,
-                                           "config_hash": config_hash})
-            for clip in clips:
-                suffix = "" if len(clips) == 1 else f"_{clip.name}"
-                write.record(parent_id, Record(audio={f"original{suffix}": clip.signal}))
-            tracker.log_dataset(parent_id, "clips", [c.identity for c in clips])
-            config = resolved_config or {**study_params, "backend": backend.name,
-                                         "audio": list(audio), "seeds": seeds}
-            tracker.log_text(parent_id, _yaml(config), "config.yaml")
-        except Exception:
-            tracker.finish(parent_id, "FAILED")
-            raise
-    elif check_status:
-        tracker.set_tags(parent_id, {TAG_CHECK: check_status})
+    if resume and not recorder.find_resumable():
+        logger.warning("--resume: no unfinished run of this configuration in experiment "
+                       "%r; starting a new one", plan.experiment)
+    if recorder.resumed:
+        plan = plan.with_done(recorder.finished_runs)
+        recorder.plan = plan
+        recorder.set_check(check_status)
+    else:
+        study_params = study.get_params()
+        params = {**study_params, **study.run_options(), **backend.info(), **backend.options(),
+                  **_clip_params(clips), "seeds": seeds, "config_hash": plan.config_hash,
+                  **executor.describe()}
+        inputs = Record(audio={f"original{'' if len(clips) == 1 else '_' + c.name}": c.signal
+                               for c in clips})
+        config = resolved_config or {**study_params, "backend": backend.name,
+                                     "audio": list(audio), "seeds": seeds}
+        recorder.open_parent(params, inputs, [c.identity for c in clips], _yaml(config),
+                             {"mlflow.note.content": backend_note(backend)})
+    parent_id = recorder.parent_id
+    try:
+        recorder.record_summary(prepared)
+    except BaseException as exc:
+        _close(recorder, exc, "prepare")
+        raise
 
-    write.record(parent_id, prepared)
-
-    outcomes: dict[str, Outcome] = {}
-    errors: dict[str, str] = {}
-    failed: list[Trial] = []
-    skipped = 0
-    for i, trial in enumerate(trials):
-        if trial.key in finished_runs:
-            skipped += 1
+    total = len(plan.trials)
+    done_count = 0
+    for planned in plan.trials:
+        if planned.key in plan.done:
+            done_count += 1
             if progress:
-                progress(trial, "SKIPPED", i, len(trials))
-            continue
-        run_name = trial.condition.name
-        if len(seeds) > 1:
-            run_name += f" seed={trial.seed}"
-        if len(clips) > 1:
-            run_name += f" [{trial.clip.name}]"
-        tags = {**base_tags, TAG_ROLE: "condition", TAG_TRIAL: trial.key,
-                TAG_CONDITION: trial.condition.key, TAG_NOTE: backend_note(backend)}
-        child = tracker.start_run(exp_id, run_name, tags, parent_id=parent_id)
-        status = "FINISHED"
-        try:
-            tracker.log_params(child, {**study_params, **trial.condition.params, "seed": trial.seed,
-                                       "clip": trial.clip.name, "backend": backend.name})
-            tracker.log_dataset(child, "clips", [trial.clip.identity])
-            seed_everything(trial.seed)
-            outcome = study.generate(trial, backend)
-            if not isinstance(outcome, Outcome):
-                raise TypeError(f"{type(study).__name__}.generate() must return an Outcome, "
-                                f"got {type(outcome).__name__}")
-            outcome.trial, outcome.run_id = trial, child
-            write.record(child, outcome)
-            tracker.finish(child, "FINISHED")
-            outcomes[trial.key] = outcome
-        except KeyboardInterrupt:
-            tracker.finish(child, "KILLED")
-            tracker.finish(parent_id, "KILLED")
-            raise
-        except Exception as exc:
-            status = "FAILED"
-            logger.error("condition %s failed: %s", run_name, exc)
-            tracker.log_text(child, traceback.format_exc(), "traceback.txt")
-            tracker.set_tags(child, {"vampstudy.error": f"{type(exc).__name__}: {exc}"[:500]})
-            tracker.finish(child, "FAILED")
-            failed.append(trial)
-            errors[run_name] = f"{type(exc).__name__}: {exc}"
-        if progress:
-            progress(trial, status, i, len(trials))
+                progress(planned.trial, "SKIPPED", done_count - 1, total)
 
-    if finished_runs:
-        with tempfile.TemporaryDirectory() as tmp:
-            for trial in trials:
-                if trial.key in finished_runs and trial.key not in outcomes:
-                    outcomes[trial.key] = _reload(tracker, finished_runs[trial.key], trial, tmp)
-    ordered = [outcomes[t.key] for t in trials if t.key in outcomes]
-    result = StudyResult(exp_id, parent_id, tracker.uri, ordered, failed, skipped, resumed)
+    def sink(result) -> None:
+        nonlocal done_count
+        recorder.record(result)
+        done_count += 1
+        if progress:
+            progress(result.planned.trial, "FINISHED" if result.ok else "FAILED",
+                     done_count - 1, total)
+
+    job = Job(study=study, backend=backend,
+              backend_spec=backend_spec or (backend.name, backend.options()),
+              remote=None)
+    try:
+        executor.execute(job, plan.todo, sink)
+    except KeyboardInterrupt as exc:
+        _close(recorder, exc, "execute")
+        raise StudyInterrupted(plan, recorder) from exc
+    except BaseException as exc:
+        _close(recorder, exc, "execute")
+        raise
+    finally:
+        executor.close()
 
     try:
+        recorder.reload_finished()
+        ordered = recorder.ordered_outcomes()
+        result = StudyResult(recorder.experiment_id, parent_id, tracker.uri, ordered,
+                             list(recorder.failed), len(plan.done), recorder.resumed)
         if ordered:
-            write.record(parent_id, study.analyze(ordered, session))
-    except BaseException as exc:
-        _fail(tracker, parent_id, exc)
-        raise
+            recorder.record_summary(study.analyze(ordered, session))
+    except KeyboardInterrupt as exc:
+        _close(recorder, exc, "analyze")
+        raise StudyInterrupted(plan, recorder) from exc
+    except Exception as exc:
+        _close(recorder, exc, "analyze")
+        raise AnalysisFailed(study.name, parent_id, len(recorder.outcomes), exc) from exc
     result.seconds = time.time() - started
-    tracker.log_metrics(parent_id, {"n_finished": len(ordered), "n_failed": len(failed),
-                                    "wall_seconds": result.seconds})
-    if failed:
-        tracker.set_tags(parent_id, {"vampstudy.failed_conditions": ", ".join(errors)[:5000]})
-        tracker.finish(parent_id, "FAILED")
-        raise StudyFailed(result, errors)
-    tracker.finish(parent_id, "FINISHED")
+    metrics = {"n_finished": len(ordered), "n_failed": len(recorder.failed),
+               "wall_seconds": result.seconds}
+    if recorder.failed:
+        recorder.finish("FAILED", metrics,
+                        {TAG_FAILED: ", ".join(recorder.errors)[:5000], TAG_FAILED_STAGE: "execute"})
+        raise StudyFailed(result, dict(recorder.errors))
+    recorder.finish("FINISHED", metrics)
     return result
 
 
@@ -300,49 +266,13 @@ def _yaml(config: dict) -> str:
     return yaml.safe_dump(plain, sort_keys=False)
 
 
-def _fail(tracker: Tracker, run_id: str, exc: BaseException) -> None:
+def _close(recorder: Recorder, exc: BaseException, stage: str) -> None:
+    """Mark the parent KILLED (interrupt) or FAILED (anything else) with its traceback."""
     status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+    if recorder.parent_id is None:
+        return
     try:
-        tracker.log_text(run_id, "".join(traceback.format_exception(exc)), "traceback.txt")
-    finally:
-        tracker.finish(run_id, status)
-
-
-def _find_resumable(tracker: Tracker, exp_id: str, config_hash: str):
-    """The newest unfinished parent of this configuration and its FINISHED children by trial key."""
-    parents = tracker.find_runs(exp_id, {TAG_ROLE: "study", TAG_CONFIG: config_hash},
-                                statuses=("RUNNING", "FAILED", "KILLED", "SCHEDULED"))
-    if not parents:
-        return None, {}
-    parent = parents[0]
-    parent_id = parent.info.run_id
-    logger.info("resuming run %s (%s)", parent_id, parent.info.run_name)
-    children = tracker.find_runs(exp_id, {"mlflow.parentRunId": parent_id})
-    finished = {}
-    for run in children:
-        key = run.data.tags.get(TAG_TRIAL)
-        if run.info.status == "FINISHED" and key and key not in finished:
-            finished[key] = run
-        elif run.info.status == "RUNNING":  # left behind by a killed process
-            tracker.finish(run.info.run_id, "KILLED")
-    if parent.info.status != "RUNNING":
-        tracker.client.update_run(parent_id, status="RUNNING")
-    return parent_id, finished
-
-
-def _reload(tracker: Tracker, run, trial: Trial, tmp: str) -> Outcome:
-    """Rebuild an Outcome of an earlier invocation from its MLflow run."""
-    from audiotools import AudioSignal
-
-    run_id = run.info.run_id
-    metrics = dict(run.data.metrics)
-    history = tracker.client.get_metric_history(run_id, "tokens_changed_pct_by_codebook")
-    series = {"tokens_changed_pct_by_codebook": [m.value for m in sorted(history, key=lambda m: m.step)]}
-    arrays = tracker.load_arrays(run_id, str(Path(tmp) / run_id))
-    audio = {}
-    for path in tracker.list_artifacts(run_id, "audio"):
-        local = tracker.download(run_id, path, str(Path(tmp) / run_id))
-        audio[Path(path).stem] = AudioSignal(local)
-    params = {k: v for k, v in run.data.params.items()}
-    return Outcome(params=params, metrics=metrics, series=series, arrays=arrays, audio=audio,
-                   trial=trial, run_id=run_id)
+        recorder.finish(status, tags={TAG_FAILED_STAGE: stage},
+                        traceback_text="".join(traceback.format_exception(exc)))
+    except Exception as close_exc:  # the store itself failed: nothing more can be written
+        logger.error("could not mark run %s %s: %s", recorder.parent_id, status, close_exc)

@@ -245,6 +245,19 @@ class Study:
         """
         raise NotImplementedError(f"{type(self).__name__} must implement the generate() hook")
 
+    def model_stage(self, trial: Trial, backend: Backend):
+        """The part of a trial that needs the model; an executor runs it on the backend's device.
+
+        Returns whatever :meth:`measure_stage` takes. Default: the whole :meth:`generate`.
+        Executors call ``measure_stage(trial, model_stage(trial, backend), backend)``, so
+        they may overlap one trial's measurement with the next trial's model call.
+        """
+        return self.generate(trial, backend)
+
+    def measure_stage(self, trial: Trial, staged, backend: Backend) -> Outcome:
+        """The part of a trial that needs no model call (metrics, figures). Default: ``staged``."""
+        return staged
+
     def analyze(self, outcomes: list[Outcome], session: Session) -> Summary | None:
         """Summarise every finished outcome for the parent run.
 
@@ -313,9 +326,20 @@ class MaskingStudy(Study):
         """
         return outcome
 
-    def generate(self, trial: Trial, backend: Backend) -> Outcome:
-        from . import plots
+    # ---------------------------------------------------- the two stages
+    def _generate_overridden(self) -> bool:
+        return type(self).generate is not MaskingStudy.generate
 
+    def model_stage(self, trial: Trial, backend: Backend):
+        """Mask, vamp and decode (the only part that needs the model); see :class:`ModelOutput`.
+
+        A subclass that overrides :meth:`generate` keeps its own generate, run whole here.
+        """
+        if self._generate_overridden():
+            return self.generate(trial, backend)
+        return self._mask_vamp_decode(trial, backend)
+
+    def _mask_vamp_decode(self, trial: Trial, backend: Backend) -> "ModelOutput":
         codes = trial.clip.codes
         condition = self.resolve(trial)
         mask_opts = self.mask_options(condition)
@@ -324,7 +348,16 @@ class MaskingStudy(Study):
         codes_out = backend.vamp(codes, mask, seed=trial.seed,
                                  **self.sampling_options(condition))
         signal = backend.decode(codes_out)
-        metrics, series = token_metrics(codes, codes_out, mask, upper)
+        return ModelOutput(mask=mask, codes_out=codes_out, signal=signal, upper=upper)
+
+    def measure_stage(self, trial: Trial, staged, backend: Backend) -> Outcome:
+        """Token and fidelity metrics, figures and :meth:`measure` (needs no model call)."""
+        if not isinstance(staged, ModelOutput):
+            return staged
+        from . import plots
+
+        codes, mask, codes_out, signal = trial.clip.codes, staged.mask, staged.codes_out, staged.signal
+        metrics, series = token_metrics(codes, codes_out, mask, staged.upper)
         if self.fidelity:
             metrics.update(fidelity_metrics(trial.clip.signal, signal))
         if self.visqol:
@@ -340,3 +373,17 @@ class MaskingStudy(Study):
                      "spectrogram": plots.spectrogram_figure(signal, trial.condition.name, label)},
         )
         return self.measure(trial, outcome, backend)
+
+    def generate(self, trial: Trial, backend: Backend) -> Outcome:
+        """Both stages in one call: :meth:`model_stage` then :meth:`measure_stage`."""
+        return self.measure_stage(trial, self._mask_vamp_decode(trial, backend), backend)
+
+
+@dataclass
+class ModelOutput:
+    """What :meth:`MaskingStudy.model_stage` hands to its measurement stage."""
+
+    mask: torch.Tensor
+    codes_out: torch.Tensor
+    signal: "AudioSignal"
+    upper: int

@@ -1,0 +1,263 @@
+"""Stage 2 of a study run, *execute*: planned trials → results, through an executor.
+
+An executor takes the :class:`~vampstudy.plan.PlannedTrial` list of a plan and hands one
+:class:`TrialResult` per trial to a ``sink`` (the recorder, :mod:`vampstudy.record`). It
+never touches the tracking store itself, except where :class:`RemoteRecording` asks
+workers to log their own child runs to a tracking server.
+
+Built in:
+
+``sequential``
+    One trial at a time, in plan order, in the calling thread: the simplest to debug.
+``pipelined`` (the default)
+    The calling thread runs the model stage of trial *i + 1* while one background thread
+    measures trial *i* (metrics, figures) and passes it to the sink, in plan order. At
+    most ``max_in_flight`` trials are waiting for measurement, so memory stays bounded.
+    Results, run order and artifacts are the same as ``sequential``.
+``ray``
+    A pool of Ray actors (optional extra, :mod:`vampstudy.executors.ray`).
+
+A trial's work is ``study.measure_stage(trial, study.model_stage(trial, backend), backend)``
+after seeding every RNG with the trial's seed (:func:`run_trial`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import traceback
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+from .plan import PlannedTrial
+from .study import Outcome, Study, Trial
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RemoteRecording:
+    """Workers record their own child runs on this tracking server (see vampstudy.record)."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+@dataclass
+class Job:
+    """What every trial of one study invocation shares.
+
+    Attributes
+    ----------
+    study : Study
+        Prepared (``prepare`` has run).
+    backend : Backend
+        The backend loaded in this process.
+    backend_spec : tuple of (str, dict)
+        ``(name, options)`` for :func:`vampstudy.backends.load_backend` in another process.
+    remote : RemoteRecording, optional
+        Set when workers log their own child runs; None when the driver records.
+    """
+
+    study: Study
+    backend: object
+    backend_spec: tuple = ("reference", {})
+    remote: RemoteRecording | None = None
+
+
+@dataclass
+class TrialResult:
+    """The outcome of one planned trial, or why it failed.
+
+    ``run_id`` is set when the executor has already recorded the child run (remote
+    recording); ``attempts`` counts tries (executors that retry lost workers).
+    """
+
+    planned: PlannedTrial
+    outcome: Outcome | None = None
+    error: str | None = None
+    traceback: str | None = None
+    run_id: str | None = None
+    attempts: int = 1
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+Sink = Callable[[TrialResult], None]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and random (VampNet's build_mask draws from torch's global RNG)."""
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
+def _checked(study: Study, outcome) -> Outcome:
+    if not isinstance(outcome, Outcome):
+        raise TypeError(f"{type(study).__name__}.generate() must return an Outcome, "
+                        f"got {type(outcome).__name__}")
+    return outcome
+
+
+def run_trial(study: Study, trial: Trial, backend) -> Outcome:
+    """Seed, run the model stage and the measurement stage of one trial (exceptions propagate)."""
+    seed_everything(trial.seed)
+    staged = study.model_stage(trial, backend)
+    return _checked(study, study.measure_stage(trial, staged, backend))
+
+
+def failed(planned: PlannedTrial, exc: BaseException, started: float) -> TrialResult:
+    """A FAILED result carrying the exception's one-line summary and traceback."""
+    return TrialResult(planned, None, f"{type(exc).__name__}: {exc}",
+                       "".join(traceback.format_exception(exc)), seconds=time.time() - started)
+
+
+def execute_one(job: Job, planned: PlannedTrial, backend=None) -> TrialResult:
+    """Run one trial on ``backend`` (the job's by default); a failure becomes a FAILED result."""
+    started = time.time()
+    try:
+        outcome = run_trial(job.study, planned.trial, backend or job.backend)
+    except Exception as exc:  # KeyboardInterrupt and SystemExit propagate
+        return failed(planned, exc, started)
+    return TrialResult(planned, outcome, seconds=time.time() - started)
+
+
+class Executor:
+    """Turns planned trials into results; subclasses implement :meth:`execute`."""
+
+    name = "executor"
+
+    def execute(self, job: Job, trials: Sequence[PlannedTrial], sink: Sink) -> None:
+        """Call ``sink`` once per trial with its :class:`TrialResult`.
+
+        Failures of a trial are results, not exceptions. An exception raised by ``sink``
+        (the tracking store failing) stops the execution and propagates; so does
+        KeyboardInterrupt, after the executor released its workers.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers (idempotent)."""
+
+    def describe(self) -> dict:
+        """Params recorded on the parent run (``executor``, worker counts, ...)."""
+        return {"executor": self.name}
+
+
+class SequentialExecutor(Executor):
+    """One trial at a time in the calling thread, in plan order."""
+
+    name = "sequential"
+
+    def execute(self, job, trials, sink):
+        for planned in trials:
+            sink(execute_one(job, planned))
+
+
+class PipelinedExecutor(Executor):
+    """Model stage in the calling thread; measurement and recording in one background thread.
+
+    Parameters
+    ----------
+    max_in_flight : int
+        Trials whose model stage finished and that wait for measurement; the model loop
+        waits when that many are pending (bounded memory).
+    """
+
+    name = "pipelined"
+
+    def __init__(self, max_in_flight: int = 2):
+        if max_in_flight < 1:
+            raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
+
+    def describe(self):
+        return {"executor": self.name, "max_in_flight": self.max_in_flight}
+
+    def execute(self, job, trials, sink):
+        study, backend = job.study, job.backend
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vampstudy-measure")
+        pending: deque[Future] = deque()
+        stop = threading.Event()
+
+        def measure_and_sink(planned, staged, started):
+            if stop.is_set():
+                return
+            try:
+                outcome = _checked(study, study.measure_stage(planned.trial, staged, backend))
+                result = TrialResult(planned, outcome, seconds=time.time() - started)
+            except Exception as exc:
+                result = failed(planned, exc, started)
+            sink(result)
+
+        def drain(limit: int) -> None:
+            while len(pending) > limit:
+                pending.popleft().result()   # re-raises a sink (tracking) failure here
+
+        try:
+            for planned in trials:
+                started = time.time()
+                try:
+                    seed_everything(planned.trial.seed)
+                    staged = study.model_stage(planned.trial, backend)
+                except Exception as exc:
+                    result = failed(planned, exc, started)
+                    pending.append(pool.submit(sink, result))
+                else:
+                    pending.append(pool.submit(measure_and_sink, planned, staged, started))
+                drain(self.max_in_flight)
+            drain(0)
+        except BaseException:
+            stop.set()
+            for f in pending:
+                f.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def available_executors() -> dict[str, Callable[..., Executor]]:
+    """Executor factories by name (``ray`` when its optional extra is importable)."""
+    found: dict[str, Callable[..., Executor]] = {"pipelined": PipelinedExecutor,
+                                                 "sequential": SequentialExecutor}
+    try:
+        from .executors.ray import RayExecutor  # optional extra
+    except ImportError:
+        pass
+    else:
+        found["ray"] = RayExecutor
+    return found
+
+
+EXECUTOR_NAMES = ("pipelined", "sequential", "ray")
+
+
+def make_executor(name: str = "pipelined", **options) -> Executor:
+    """The executor called ``name`` built with ``options``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown name, or ``ray`` without its extra installed.
+    """
+    factories = available_executors()
+    if name not in factories:
+        if name == "ray":
+            raise ConfigError("--executor ray needs Ray: pip install 'vampstudy[ray]' "
+                              "(or pip install ray)")
+        raise ConfigError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTOR_NAMES)}")
+    return factories[name](**options)

@@ -1,0 +1,244 @@
+"""Stage 3 of a study run, *record*: the run layout in the tracking store.
+
+One parent run per study invocation (tag ``vampstudy.role=study``) and one child run per
+trial (``vampstudy.role=condition``, ``mlflow.parentRunId`` = the parent), each with its
+params, metrics, artifacts and a status:
+
+* a child is created when its result arrives, filled in one batch and closed FINISHED,
+  or FAILED with ``traceback.txt`` and a ``vampstudy.error`` tag;
+* the parent is RUNNING while the study runs, records the process (host, pid) that owns
+  it, and ends FINISHED, FAILED (a condition or the analysis failed; ``traceback.txt``)
+  or KILLED (interrupted);
+* ``--resume`` takes the newest unfinished parent of the same configuration whose owner
+  is gone, marks children left RUNNING by a dead process KILLED and keeps FINISHED ones.
+
+All tracking goes through :class:`vampstudy.tracking.Tracker` (the one mlflow module).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+from pathlib import Path
+
+from .plan import TAG_CHECK, TAG_CONFIG, TAG_NOTE, TAG_ROLE, TAG_TRIAL, Plan, PlannedTrial
+from .study import Outcome, Record, Trial
+
+logger = logging.getLogger(__name__)
+
+TAG_HOST = "vampstudy.host"
+TAG_PID = "vampstudy.pid"
+TAG_ERROR = "vampstudy.error"
+TAG_FAILED = "vampstudy.failed_conditions"
+TAG_FAILED_STAGE = "vampstudy.failed_stage"
+OPEN_STATUSES = ("RUNNING", "FAILED", "KILLED", "SCHEDULED")
+
+
+def owner_tags() -> dict:
+    return {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
+
+
+def owner_alive(tags: dict) -> bool | None:
+    """Whether the process that owns a RUNNING run is alive: True/False on this host, None elsewhere."""
+    host, pid = tags.get(TAG_HOST), tags.get(TAG_PID)
+    if not host or not pid or host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    if int(pid) == os.getpid():
+        return True
+    try:  # a zombie (finished, not yet reaped) is not alive
+        state = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def record_contents(tracker, run_id: str, rec: Record | None, extra_params: dict | None = None,
+                    tags: dict | None = None, new_run: bool = False) -> None:
+    """Write a :class:`Record` (plus params/tags) to one run: one batch of values, one of files."""
+    from . import audio as audio_io
+
+    if rec is None and not extra_params and not tags:
+        return
+    rec = rec or Record()
+    files: dict[str, bytes] = {}
+    for name, signal in rec.audio.items():
+        files[f"audio/{name}.wav"] = audio_io.signal_to_wav_bytes(signal)
+    if rec.arrays:
+        files["arrays.npz"] = tracker.arrays_bytes(rec.arrays)
+    for name, fig in rec.figures.items():
+        files[f"figures/{name}.png"] = tracker.figure_bytes(fig)
+    rec.figures = {}  # free the memory; figures are not needed after logging
+    for path, text in rec.texts.items():
+        files[path] = text.encode()
+    tracker.log_run_batch(run_id, params={**(extra_params or {}), **rec.params},
+                          metrics=rec.metrics, series=rec.series, tags=tags or {}, files=files,
+                          skip_existing_params=not new_run)
+    for name, rows in rec.tables.items():
+        tracker.log_table(run_id, rows, name)
+
+
+def record_child(tracker, experiment_id: str, parent_id: str, planned: PlannedTrial,
+                 outcome: Outcome | None, error: str | None = None,
+                 traceback_text: str | None = None, dataset: bool = True) -> str:
+    """Create, fill and close the child run of one trial; returns its run id.
+
+    Usable by the driver and by a remote worker (with its own tracker).
+    """
+    child = tracker.start_run(experiment_id, planned.run_name, planned.tags, parent_id=parent_id)
+    try:
+        if dataset:
+            tracker.log_dataset(child, "clips", [planned.trial.clip.identity])
+        if outcome is not None:
+            outcome.run_id = child
+            record_contents(tracker, child, outcome, extra_params=planned.params, new_run=True)
+            tracker.finish(child, "FINISHED")
+        else:
+            record_contents(tracker, child, Record(texts={"traceback.txt": traceback_text or error or ""}),
+                            extra_params=planned.params, tags={TAG_ERROR: (error or "")[:500]},
+                            new_run=True)
+            tracker.finish(child, "FAILED")
+    except BaseException:
+        try:
+            tracker.finish(child, "FAILED")
+        except Exception:  # the store itself is gone; resume will mark the child KILLED
+            pass
+        raise
+    return child
+
+
+class Recorder:
+    """The driver's side of the run layout for one study invocation."""
+
+    def __init__(self, tracker, plan: Plan):
+        self.tracker = tracker
+        self.plan = plan
+        self.experiment_id = tracker.experiment_id(plan.experiment)
+        self.parent_id: str | None = None
+        self.resumed = False
+        self.finished_runs: dict[str, object] = {}
+        self.outcomes: dict[str, Outcome] = {}
+        self.errors: dict[str, str] = {}
+        self.failed: list[Trial] = []
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ parent
+    def find_resumable(self) -> bool:
+        """Adopt the newest unfinished parent of this configuration whose owner is gone."""
+        t = self.tracker
+        parents = t.find_runs(self.experiment_id, {TAG_ROLE: "study", TAG_CONFIG: self.plan.config_hash},
+                              statuses=OPEN_STATUSES)
+        for parent in parents:
+            if parent.info.status == "RUNNING" and owner_alive(parent.data.tags):
+                logger.warning("run %s of this configuration is still running in process %s; "
+                               "not resuming it", parent.info.run_id, parent.data.tags.get(TAG_PID))
+                continue
+            self.parent_id = parent.info.run_id
+            break
+        if self.parent_id is None:
+            return False
+        logger.info("resuming run %s", self.parent_id)
+        children = t.find_runs(self.experiment_id, {"mlflow.parentRunId": self.parent_id})
+        for run in children:
+            key = run.data.tags.get(TAG_TRIAL)
+            if run.info.status == "FINISHED" and key and key not in self.finished_runs:
+                self.finished_runs[key] = run
+            elif run.info.status == "RUNNING":  # left behind by a killed process
+                t.finish(run.info.run_id, "KILLED")
+        t.client.update_run(self.parent_id, status="RUNNING")
+        t.set_tags(self.parent_id, owner_tags())
+        self.resumed = True
+        return True
+
+    def open_parent(self, params: dict, inputs: Record, clips: list[dict], config_yaml: str,
+                    tags: dict) -> str:
+        """Create the parent run with its params, inputs, dataset and ``config.yaml``."""
+        t = self.tracker
+        self.parent_id = t.start_run(self.experiment_id, self.plan.parent_name,
+                                     {**self.plan.base_tags, **tags, TAG_ROLE: "study", **owner_tags()})
+        try:
+            inputs.texts["config.yaml"] = config_yaml
+            record_contents(t, self.parent_id, inputs, extra_params=params)
+            t.log_dataset(self.parent_id, "clips", clips)
+        except BaseException:
+            t.finish(self.parent_id, "FAILED")
+            raise
+        return self.parent_id
+
+    def set_check(self, check_status: str | None) -> None:
+        if check_status:
+            self.tracker.set_tags(self.parent_id, {TAG_CHECK: check_status})
+
+    # ------------------------------------------------------------ children
+    def record(self, result) -> None:
+        """The sink of an executor: record one :class:`~vampstudy.execute.TrialResult`."""
+        planned = result.planned
+        with self._lock:
+            if result.run_id is None:  # not already recorded by a remote worker
+                result.run_id = record_child(self.tracker, self.experiment_id, self.parent_id,
+                                             planned, result.outcome, result.error,
+                                             result.traceback)
+            if result.ok:
+                result.outcome.trial, result.outcome.run_id = planned.trial, result.run_id
+                self.outcomes[planned.key] = result.outcome
+            else:
+                logger.error("condition %s failed: %s", planned.run_name, result.error)
+                self.failed.append(planned.trial)
+                self.errors[planned.run_name] = result.error
+
+    def reload_finished(self) -> None:
+        """Outcomes of trials finished in an earlier invocation, rebuilt from their runs."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for planned in self.plan.trials:
+                run = self.finished_runs.get(planned.key)
+                if run is not None and planned.key not in self.outcomes:
+                    self.outcomes[planned.key] = reload_outcome(self.tracker, run, planned.trial, tmp)
+
+    def ordered_outcomes(self) -> list[Outcome]:
+        return [self.outcomes[t.key] for t in self.plan.trials if t.key in self.outcomes]
+
+    # ------------------------------------------------------------ closing
+    def record_summary(self, summary: Record | None) -> None:
+        record_contents(self.tracker, self.parent_id, summary)
+
+    def finish(self, status: str, metrics: dict | None = None, tags: dict | None = None,
+               traceback_text: str | None = None) -> None:
+        """Close the parent with ``status`` (and a traceback artifact when given)."""
+        t = self.tracker
+        try:
+            if traceback_text:
+                t.log_text(self.parent_id, traceback_text, "traceback.txt")
+            if metrics or tags:
+                t.log_run_batch(self.parent_id, metrics=metrics or {}, tags=tags or {})
+        finally:
+            t.finish(self.parent_id, status)
+
+
+def reload_outcome(tracker, run, trial: Trial, tmp: str) -> Outcome:
+    """Rebuild an Outcome of an earlier invocation from its MLflow run."""
+    from audiotools import AudioSignal
+
+    run_id = run.info.run_id
+    metrics = dict(run.data.metrics)
+    history = tracker.client.get_metric_history(run_id, "tokens_changed_pct_by_codebook")
+    series = {"tokens_changed_pct_by_codebook": [m.value for m in sorted(history, key=lambda m: m.step)]}
+    arrays = tracker.load_arrays(run_id, str(Path(tmp) / run_id))
+    audio = {}
+    for path in tracker.list_artifacts(run_id, "audio"):
+        local = tracker.download(run_id, path, str(Path(tmp) / run_id))
+        audio[Path(path).stem] = AudioSignal(local)
+    params = dict(run.data.params)
+    return Outcome(params=params, metrics=metrics, series=series, arrays=arrays, audio=audio,
+                   trial=trial, run_id=run_id)
+
+
+__all__ = ["Recorder", "record_child", "record_contents", "reload_outcome", "owner_alive",
+           "TAG_NOTE"]
