@@ -27,6 +27,7 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_reference.py
+	$(BIN)/python benchmarks/bench_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
