@@ -1,0 +1,286 @@
+"""Throughput of a study against the bare model loop, as whole processes (issue 11).
+
+Every figure is measured on a child process started from here — interpreter
+start-up and imports included — with its wall clock and its peak RSS (from
+``os.wait4``'s resource usage of that child). Prints a table of figure, goal
+and verdict; no asserts.
+
+Rows
+----
+* ``study / bare wall`` — ``vampstudy run periodic --backend reference`` on the
+  built-in demo clip (the 11 notebook intervals, seed 0) against the *bare
+  loop*: the same model work as a plain script (:func:`bare_loop` below: load
+  the backend, preprocess, encode once, then per interval build_mask + vamp +
+  decode). Goal <= 1.3.
+* ``study / bare peak RSS`` — the same two processes. Goal <= 1.3.
+* ``cost per audio second`` for 10, 60, 120 and 600 s clips — the study with 3
+  intervals on a synthesised clip of that length (written as a WAV). The
+  figure is the study's own wall time (the parent run's ``wall_seconds``
+  metric: loading, encoding, every condition, analysis, logging; without
+  interpreter start-up and imports, which do not depend on the clip length)
+  divided by the clip length; the whole-process wall is shown beside it.
+  Goal: 600 s within 1.5x of 10 s.
+* ``peak RSS, 120 s clip`` — the 120 s run above. Goal <= 2 GB.
+* ``vampstudy --help`` — median wall of 5 runs. Goal <= 1 s.
+
+Usage::
+
+    python benchmarks/bench_throughput.py                 # everything (600 s may take minutes)
+    python benchmarks/bench_throughput.py --quick         # without the 600 s clip
+    python benchmarks/bench_throughput.py --only help,ratio
+    python benchmarks/bench_throughput.py --only lengths --lengths 10,60
+
+``--only`` takes any of ``help``, ``ratio``, ``lengths``. Run it on an idle
+machine: other processes on the same cores change every figure.
+"""
+
+from __future__ import annotations
+
+# Only the standard library at module level: this file is also the bare loop's
+# child process, whose imports are part of what is measured.
+import argparse
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+NOTEBOOK_INTERVALS = (2, 3, 5, 7, 10, 13, 20, 30, 50, 70, 100)
+LENGTH_INTERVALS = (3, 7, 30)
+LENGTHS_S = (10, 60, 120, 600)
+GB = 1024 ** 3
+
+
+# --------------------------------------------------------------- bare loop
+def bare_loop(audio: str | None, intervals: tuple[int, ...], seed: int = 0) -> None:
+    """The model's work in a study, and nothing else (run in a child process)."""
+    import torch
+
+    from vampstudy.audio import demo_clip, load_clip
+    from vampstudy.backends import load_backend
+
+    backend = load_backend("reference", device="cpu")
+    clip = load_clip(audio) if audio else demo_clip()
+    signal = backend.preprocess(clip.signal)
+    codes = backend.encode(signal)
+    for p in intervals:
+        torch.manual_seed(seed)
+        mask = backend.build_mask(codes, signal, periodic_prompt=p, upper_codebook_mask=3,
+                                  _dropout=0.0)
+        out = backend.vamp(codes, mask, seed=seed, temperature=1.0, typical_filtering=True,
+                           _sampling_steps=12, batch_size=1)
+        backend.decode(out)
+
+
+# ------------------------------------------------------------ measuring
+@dataclass
+class Measured:
+    wall_s: float
+    peak_rss: int          # bytes
+    rc: int
+    out: str
+
+
+def measure(cmd: list[str], cwd: str | None = None, timeout: float | None = None) -> Measured:
+    """Run ``cmd`` as a child; its wall clock and its own peak RSS (``os.wait4``)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = None if timeout is None else start + timeout
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                proc.kill()
+                timed_out = True
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        out = log.read()
+    return Measured(wall, usage.ru_maxrss * 1024, 124 if timed_out else proc.returncode, out)
+
+
+def vampstudy_cmd() -> list[str]:
+    script = Path(sys.executable).with_name("vampstudy")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vampstudy.cli"]
+
+
+def run_study(workdir: Path, extra: list[str], timeout: float | None) -> tuple[Measured, float | None]:
+    """``vampstudy run periodic --backend reference`` in ``workdir``; (process, study seconds)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / "mlflow.db"
+    cmd = vampstudy_cmd() + ["run", "periodic", "--backend", "reference", "--device", "cpu",
+                             "--tracking-uri", f"sqlite:///{db}", *extra]
+    m = measure(cmd, cwd=str(workdir), timeout=timeout)
+    if m.rc != 0:
+        tail = "\n".join(m.out.strip().splitlines()[-5:])
+        print(f"  ! {' '.join(cmd[1:])} exited {m.rc}:\n{tail}", file=sys.stderr)
+    return m, study_seconds(db)
+
+
+def study_seconds(db: Path) -> float | None:
+    """The parent run's ``wall_seconds`` metric (the runner's own clock)."""
+    if not db.exists():
+        return None
+    with sqlite3.connect(db) as con:
+        row = con.execute("SELECT value FROM metrics WHERE key = 'wall_seconds' "
+                          "ORDER BY timestamp DESC LIMIT 1").fetchone()
+    return float(row[0]) if row else None
+
+
+def write_clip(path: Path, seconds: float) -> None:
+    """The demo music synthesised to ``seconds`` and written as 16-bit PCM WAV."""
+    import wave
+
+    import numpy as np
+
+    from vampstudy.audio import synthesize_demo
+
+    x = synthesize_demo(duration=seconds, sample_rate=44100)
+    pcm = (np.clip(x, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes(pcm.tobytes())
+
+
+# ------------------------------------------------------------------ rows
+class Table:
+    def __init__(self):
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, what: str, figure: str, goal: str = "", ok: bool | None = None) -> None:
+        verdict = "" if ok is None else ("MET" if ok else "NOT MET")
+        self.rows.append((what, figure, goal, verdict))
+        print(f"  {what}: {figure}" + (f"  (goal {goal}: {verdict})" if goal else ""), flush=True)
+
+    def render(self) -> str:
+        head = ("figure", "value", "goal", "verdict")
+        widths = [max(len(r[i]) for r in [head, *self.rows]) for i in range(4)]
+        line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+        return "\n".join([line(head), line(tuple("-" * w for w in widths))]
+                         + [line(r) for r in self.rows])
+
+
+def mb(n: int) -> str:
+    return f"{n / 1024 ** 2:,.0f} MB"
+
+
+def bench_help(table: Table, repeats: int = 5) -> None:
+    walls = [measure(vampstudy_cmd() + ["--help"]).wall_s for _ in range(repeats)]
+    med = statistics.median(walls)
+    table.add("vampstudy --help wall (median of 5)", f"{med:.2f} s (min {min(walls):.2f})",
+              "<= 1 s", med <= 1.0)
+
+
+def bench_ratio(table: Table, tmp: Path, repeats: int, timeout: float) -> None:
+    bare_cmd = [sys.executable, str(Path(__file__).resolve()), "--bare",
+                "--intervals", ",".join(map(str, NOTEBOOK_INTERVALS))]
+    bares, studies = [], []
+    for i in range(repeats):  # interleaved, so that drifting load hits both alike
+        bares.append(measure(bare_cmd, cwd=str(tmp), timeout=timeout))
+        studies.append(run_study(tmp / f"ratio{i}", [], timeout)[0])
+    if any(m.rc for m in bares + studies):
+        table.add("study / bare loop", "a process failed (see above)", "<= 1.3", False)
+        return
+    bare_wall = statistics.median(m.wall_s for m in bares)
+    study_wall = statistics.median(m.wall_s for m in studies)
+    bare_rss = max(m.peak_rss for m in bares)
+    study_rss = max(m.peak_rss for m in studies)
+    n = f" (median of {repeats})" if repeats > 1 else ""
+    table.add("bare loop wall, demo clip, 11 intervals" + n, f"{bare_wall:.1f} s")
+    table.add("study wall, demo clip, 11 intervals" + n, f"{study_wall:.1f} s")
+    table.add("study / bare wall", f"{study_wall / bare_wall:.2f}x", "<= 1.3",
+              study_wall / bare_wall <= 1.3)
+    table.add("bare loop peak RSS", mb(bare_rss))
+    table.add("study peak RSS", mb(study_rss))
+    table.add("study / bare peak RSS", f"{study_rss / bare_rss:.2f}x", "<= 1.3",
+              study_rss / bare_rss <= 1.3)
+
+
+def bench_lengths(table: Table, tmp: Path, lengths: list[float], timeout: float) -> None:
+    per_s: dict[float, float] = {}
+    for seconds in lengths:
+        wav = tmp / f"clip{seconds:g}s.wav"
+        write_clip(wav, seconds)
+        m, inner = run_study(tmp / f"len{seconds:g}", ["--audio", str(wav), "--intervals",
+                                                       ",".join(map(str, LENGTH_INTERVALS))],
+                             timeout)
+        if m.rc == 124:
+            table.add(f"{seconds:g} s clip, 3 intervals", f"timed out after {timeout:.0f} s "
+                      f"(> {timeout / seconds:.2f} s per audio s)")
+            per_s[seconds] = float("inf")
+            continue
+        if m.rc or inner is None:
+            table.add(f"{seconds:g} s clip, 3 intervals", f"failed (exit {m.rc})")
+            continue
+        per_s[seconds] = inner / seconds
+        table.add(f"{seconds:g} s clip, 3 intervals: study s per audio s",
+                  f"{inner / seconds:.3f} (study {inner:.1f} s; process {m.wall_s:.1f} s, "
+                  f"peak RSS {mb(m.peak_rss)})")
+        if seconds == 120:
+            table.add("peak RSS, 120 s clip", mb(m.peak_rss), "<= 2 GB", m.peak_rss <= 2 * GB)
+    short, long_ = min(lengths), max(lengths)
+    if short != long_ and short in per_s and long_ in per_s:
+        ratio = per_s[long_] / per_s[short]
+        table.add(f"cost per audio s, {long_:g} s / {short:g} s", f"{ratio:.2f}x",
+                  "<= 1.5" if long_ == 600 and short == 10 else "(<= 1.5 for 600 s / 10 s)",
+                  ratio <= 1.5 if long_ == 600 and short == 10 else None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Skip the 600 s clip.")
+    parser.add_argument("--only", default="help,ratio,lengths",
+                        help="Comma-separated subset of: help, ratio, lengths.")
+    parser.add_argument("--lengths", default=None, metavar="S,S,...",
+                        help="Clip lengths in seconds (default 10,60,120,600).")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="Runs of the bare loop and the study for the ratio (median).")
+    parser.add_argument("--timeout", type=float, default=1800.0,
+                        help="Seconds after which a child process is killed.")
+    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--audio", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--intervals", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.bare:  # child process: the bare model loop
+        bare_loop(args.audio, tuple(int(p) for p in args.intervals.split(",")))
+        return
+
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = only - {"help", "ratio", "lengths"}
+    if unknown:
+        parser.error(f"--only: unknown part(s) {sorted(unknown)}; use help, ratio, lengths")
+    lengths = ([float(s) for s in args.lengths.split(",")] if args.lengths
+               else [s for s in LENGTHS_S if not (args.quick and s == 600)])
+    print(f"bench_throughput: python {platform.python_version()}, {os.cpu_count()} cores, "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S')}; load average {os.getloadavg()[0]:.2f}",
+          flush=True)
+    table = Table()
+    with tempfile.TemporaryDirectory(prefix="vampstudy-bench-") as tmp:
+        if "help" in only:
+            bench_help(table)
+        if "ratio" in only:
+            bench_ratio(table, Path(tmp), args.repeats, args.timeout)
+        if "lengths" in only:
+            bench_lengths(table, Path(tmp), lengths, args.timeout)
+    print()
+    print(table.render())
+    print(f"(load average at the end {os.getloadavg()[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
