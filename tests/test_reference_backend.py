@@ -125,3 +125,35 @@ def test_load_backend_by_name_and_option_check():
         load_backend("reference", context_widht=2)
     with pytest.raises(ConfigError, match="unknown backend"):
         load_backend("nope")
+
+
+# ------------------------------------------------------------------ sampling trace
+def test_cosine_schedule_rules():
+    from vampstudy.backends.trace import cosine_schedule
+
+    assert cosine_schedule(100, 4) == [92, 70, 38, 0]
+    assert cosine_schedule(3, 12) == [2, 1] + [1] * 9 + [0]          # VampNet keeps one back
+    assert cosine_schedule(3, 12, keep_one=False) == [2, 1, 0]        # the reference stops early
+    assert cosine_schedule(0, 12) == []
+
+
+def test_trace_records_the_cosine_schedule_without_changing_output(backend, codes_3s):
+    from vampstudy.backends.trace import cosine_schedule
+
+    torch.manual_seed(4)
+    masks = torch.cat([backend.build_mask(codes_3s, periodic_prompt=p) for p in (3, 13)])
+    plain = backend.vamp(codes_3s, masks, batch_size=2, seed=5)
+    with backend.trace_sampling() as trace:
+        traced = backend.vamp(codes_3s, masks, batch_size=2, seed=5, _sampling_steps=8)
+        again = backend.vamp(codes_3s, masks, batch_size=2, seed=5)
+    assert torch.equal(plain, again)                       # tracing changes nothing
+    assert not torch.equal(traced, again)
+    assert [c.batch_size for c in trace.calls] == [2, 2]
+    seg = trace.calls[0].segments[0]
+    assert (seg.group, seg.start, seg.stop, seg.steps) == ("all", 0, codes_3s.shape[-1], 8)
+    for i in range(2):
+        n = int(masks[i].sum())
+        assert seg.item(i) == [n] + cosine_schedule(n, 8, keep_one=False)
+    backend.vamp(codes_3s, masks, batch_size=2, seed=5)
+    assert len(trace.calls) == 2                           # nothing recorded after the block
+    assert backend._trace is None

@@ -121,3 +121,56 @@ def test_default_interface_failure_explains_the_fix(vampnet_double, monkeypatch)
     monkeypatch.setattr(vampnet_double.Interface, "default", classmethod(missing))
     with pytest.raises(BackendUnavailable, match="wavebeat.pth.*--coarse-ckpt"):
         load_backend("vampnet", device="cpu")
+
+
+# ------------------------------------------------------------------ sampling trace
+def _expected_coarse_count(mask, start, stop):
+    """Masked coarse positions of one chunk as VampNet's coarse_vamp applies the mask."""
+    chunk = mask[:, :4, start:stop].clone()
+    if bool((chunk == 0).any()):
+        chunk[:, :, 0] = 0
+        chunk[:, :, -1] = 0
+    return [int(n) for n in chunk.flatten(1).sum(1)]
+
+
+def test_trace_counts_mask_tokens_in_the_coarse_inputs(vampnet_double, adapter):
+    codes = torch.randint(0, 1024, (1, 14, 700), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    mask = adapter.build_mask(codes, periodic_prompt=5, upper_codebook_mask=3)
+    plain = adapter.vamp(codes, mask, seed=3)
+    with adapter.trace_sampling() as trace:
+        traced = adapter.vamp(codes, mask, seed=3, _sampling_steps=6)
+        again = adapter.vamp(codes, mask, seed=3)
+    assert torch.equal(plain, again)                       # observing changes nothing
+    assert not torch.equal(plain, traced)
+    call = trace.calls[0]
+    coarse = [s for s in call.segments if s.group == "coarse"]
+    fine = [s for s in call.segments if s.group == "fine"]
+    assert [(s.start, s.stop, s.steps, len(s.masked)) for s in coarse] == [
+        (0, 575, 6, 6), (575, 700, 6, 6)]                    # 10 s chunks of 575 steps
+    assert [(s.start, s.steps, len(s.masked)) for s in fine] == [
+        (0, 2, 2), (173, 2, 2), (346, 2, 2), (519, 2, 2), (692, 2, 2)]   # 3 s chunks, 2 steps
+    for seg in coarse:
+        assert seg.masked[0] == _expected_coarse_count(mask, seg.start, seg.stop)
+        assert seg.final is None
+        n = seg.masked[0][0]
+        observed = [row[0] for row in seg.masked[1:]]
+        documented = adapter.sampling_schedule(n, 6)[:-1]   # VampNet computes it in float32:
+        assert max(abs(a - b) for a, b in zip(observed, documented)) <= 1   # ±1 token
+    assert fine[0].masked[0] == [10 * 173]                  # codebooks 4-13 all masked
+    assert call.options["_sampling_steps"] == 6 and call.batch_size == 1
+    for model in (vampnet_double_model(adapter, "coarse"), vampnet_double_model(adapter, "c2f")):
+        assert len(model.embedding._forward_pre_hooks) == 0   # hooks only during the call
+
+
+def vampnet_double_model(adapter, name):
+    return getattr(adapter.interface, name)
+
+
+def test_trace_unavailable_without_the_mask_embedding(vampnet_double, adapter):
+    from vampstudy.backends.trace import SamplingTraceUnavailable
+
+    del adapter.interface.coarse.embedding
+    with pytest.raises(SamplingTraceUnavailable, match="special\\['MASK'\\]"):
+        with adapter.trace_sampling():
+            pass

@@ -7,14 +7,19 @@ fault — an option that changes nothing, a prompt that is overwritten, a
 batched call that samples differently — is caught before a study trusts it.
 
 Statuses: PASS; FAIL (the backend contradicts the contract: ``vampstudy check``
-exits 1); WARN (could not be checked, e.g. an option the backend does not take).
+exits 1); WARN (could not be checked, e.g. an option the backend does not take,
+or a backend that cannot trace its sampling schedule: "not available").
+
+The sampling-schedule checks (:mod:`vampstudy.schedule_checks`) compare the
+per-step masked counts of single and batched calls exactly; the statistical
+"batch equivalence" row stays as a secondary, outcome-level comparison.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -42,9 +47,14 @@ class CheckResult:
     status: str
     value: float | None = None
     detail: str = ""
+    #: Sampling traces behind the row (schedule checks only), JSON-ready; None elsewhere.
+    trace: dict | None = field(default=None, repr=False)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self, with_trace: bool = True) -> dict:
+        row = asdict(self)
+        if not with_trace:
+            row.pop("trace")
+        return row
 
 
 def _periodic(backend, codes, period=7, seed=0, upper=3):
@@ -194,6 +204,17 @@ def check_batch_equivalence(backend, clip: PreparedClip, seeds=(0, 1, 2, 3)) -> 
     ]
 
 
+def check_sampling_schedule(backend, clip: PreparedClip) -> list[CheckResult]:
+    """The unmasking schedule, traced: the documented rule, and batched == alone per step.
+
+    See :mod:`vampstudy.schedule_checks`; WARN "not available" for a backend
+    without :meth:`~vampstudy.backends.base.Backend.trace_sampling`.
+    """
+    from .schedule_checks import check_sampling_schedule as check
+
+    return check(backend, clip)
+
+
 def check_round_trip(backend, clip: PreparedClip) -> list[CheckResult]:
     """decode(encode(x)) keeps x's length; the mel distance is reported."""
     from audiotools.metrics.spectral import MelSpectrogramLoss
@@ -217,6 +238,7 @@ CHECKS: dict[str, Callable] = {
     "determinism": check_determinism,
     "option_effects": check_option_effects,
     "mask_semantics": check_mask_semantics,
+    "sampling_schedule": check_sampling_schedule,
     "batch_equivalence": check_batch_equivalence,
     "round_trip": check_round_trip,
 }

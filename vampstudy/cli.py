@@ -307,13 +307,20 @@ def _check(backend, tracker, audio, log: bool, as_json: bool):
     from .checks import format_check_table, overall_status, run_checks
     from .runner import prepare_clips
 
+    from .schedule_checks import schedule_figure, schedule_lines
+
     clips = prepare_clips(backend, list(audio)) if audio else _short_demo(backend)
     rows = run_checks(backend, clips[0])
     status = overall_status(rows)
     run_id = None
     if log and tracker is not None:
-        run_id = tracker.log_check(backend, [r.to_dict() for r in rows], status,
-                                   clips[0].identity)
+        figure = schedule_figure(rows, backend.name)
+        run_id = tracker.log_check(backend, [r.to_dict(with_trace=False) for r in rows], status,
+                                   clips[0].identity,
+                                   figures={"figures/sampling_schedule.png": figure} if figure else None)
+        traces = {k: v for r in rows for k, v in (r.trace or {}).items()}
+        if traces:
+            tracker.log_text(run_id, json.dumps(traces), "sampling_trace.json")
     if as_json:
         click.echo(json.dumps({"backend": backend.name, "description": backend.description,
                                "status": status, "mlflow_run_id": run_id,
@@ -323,6 +330,9 @@ def _check(backend, tracker, audio, log: bool, as_json: bool):
         click.echo(f"vampstudy check · backend {backend.name} · clip {clips[0].name} "
                    f"({clips[0].identity['duration_s']:.1f} s)")
         click.echo(format_check_table(rows))
+        lines = schedule_lines(rows)
+        if lines:
+            click.echo("\n" + "\n".join(lines))
         click.echo(f"\noverall: {status}" + (f" (logged as MLflow run {run_id})" if run_id else ""))
     return status, rows
 

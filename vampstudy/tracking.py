@@ -268,8 +268,13 @@ class Tracker:
     # --------------------------------------------------------------- checks
     CHECK_EXPERIMENT = "vampstudy-checks"
 
-    def log_check(self, backend, rows: list[dict], status: str, clip: dict) -> str:
-        """Record a ``vampstudy check`` battery as a run tagged as a check (not a study)."""
+    def log_check(self, backend, rows: list[dict], status: str, clip: dict,
+                  figures: dict | None = None) -> str:
+        """Record a ``vampstudy check`` battery as a run tagged as a check (not a study).
+
+        ``figures`` maps artifact paths (e.g. ``figures/sampling_schedule.png``)
+        to matplotlib figures logged on the run.
+        """
         exp = self.experiment_id(self.CHECK_EXPERIMENT)
         run_id = self.start_run(exp, f"check · {backend.name} · {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                 {TAG_ROLE: "check", TAG_BACKEND: backend.name,
@@ -285,6 +290,8 @@ class Tracker:
                     metrics[key + "_value"] = row["value"]
             self.log_metrics(run_id, metrics)
             self.log_table(run_id, rows, "checks")
+            for path, figure in (figures or {}).items():
+                self.log_figure(run_id, figure, path)
         finally:
             self.finish(run_id, "FINISHED")
         return run_id

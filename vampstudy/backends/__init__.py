@@ -6,7 +6,9 @@ Backends are chosen by name:
 * ``vampnet`` — the real model (:class:`~.vampnet.VampNetBackend`);
 * ``auto`` — ``vampnet`` when it can be imported, else ``reference`` with a notice;
 * any name registered by another package under the ``vampstudy.backends``
-  entry-point group (the value is a class or factory taking keyword options).
+  entry-point group (the value is a class or factory taking keyword options);
+* ``package.module:Factory`` — a class or factory imported from an importable module
+  (e.g. the test backend ``vampstudy.testing:SleepyBackend``), without registering it.
 
 Examples
 --------
@@ -25,13 +27,15 @@ from typing import Callable
 
 from ..errors import ConfigError
 from .base import MASK_OPTIONS, SAMPLING_OPTIONS, Backend, resolve_device
+from .trace import SamplingTrace, SamplingTraceUnavailable, TraceSegment, TracedCall
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "vampstudy.backends"
 
-__all__ = ["Backend", "MASK_OPTIONS", "SAMPLING_OPTIONS", "available_backends", "load_backend",
-           "resolve_device", "resolve_backend_name"]
+__all__ = ["Backend", "MASK_OPTIONS", "SAMPLING_OPTIONS", "SamplingTrace",
+           "SamplingTraceUnavailable", "TraceSegment", "TracedCall", "available_backends",
+           "load_backend", "resolve_device", "resolve_backend_name"]
 
 
 def _builtin() -> dict[str, Callable[..., Backend]]:
@@ -67,6 +71,23 @@ def resolve_backend_name(name: str) -> str:
     return "reference"
 
 
+def _import_factory(spec: str) -> Callable[..., Backend]:
+    """The factory named by ``package.module:Name`` (import errors become one clear line)."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"backend {spec!r}: cannot import module {module_name!r} ({exc}); "
+                          "give an importable package.module:Class") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"backend {spec!r}: module {module_name!r} has no class or "
+                          f"factory {attr!r}")
+    return factory
+
+
 def load_backend(name: str = "auto", **options) -> Backend:
     """Construct a backend by name with keyword options.
 
@@ -74,11 +95,14 @@ def load_backend(name: str = "auto", **options) -> Backend:
     those it does take, so a typo cannot be silently ignored.
     """
     name = resolve_backend_name(name)
-    factories = available_backends()
-    if name not in factories:
-        raise ConfigError(f"unknown backend {name!r}; choose one of: auto, "
-                          f"{', '.join(sorted(factories))}")
-    factory = factories[name]
+    if ":" in name:
+        factory = _import_factory(name)
+    else:
+        factories = available_backends()
+        if name not in factories:
+            raise ConfigError(f"unknown backend {name!r}; choose one of: auto, "
+                              f"{', '.join(sorted(factories))}, or package.module:Class")
+        factory = factories[name]
     params = inspect.signature(factory).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(options) - set(params))

@@ -17,11 +17,13 @@ from __future__ import annotations
 import abc
 import logging
 import math
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
+from .trace import SamplingTrace, SamplingTraceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +128,51 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def vamp(self, codes: torch.Tensor, mask: torch.Tensor, **sampling_options) -> torch.Tensor:
         """Regenerate the masked positions; keywords as VampNet's (see :data:`SAMPLING_OPTIONS`)."""
+
+    # ------------------------------------------------- optional: tracing
+    def trace_sampling(self) -> AbstractContextManager[SamplingTrace]:
+        """Record the sampler's unmasking schedule of every ``vamp`` call in a ``with`` block.
+
+        Optional capability. A backend that has it returns a context manager
+        whose target is a :class:`~vampstudy.backends.trace.SamplingTrace`,
+        filled as ``vamp`` runs: for each call, each segment (codebook group
+        × time chunk) and each sampling step, how many positions of each
+        batch item are still masked when the step starts. Tracing must not
+        change what ``vamp`` returns.
+
+        This default has no tracing: it raises
+        :class:`~vampstudy.backends.trace.SamplingTraceUnavailable` when
+        called, before the block runs (``vampstudy check`` then reports the
+        schedule checks as WARN, "not available").
+
+        Examples
+        --------
+        >>> with backend.trace_sampling() as trace:            # doctest: +SKIP
+        ...     backend.vamp(codes, mask, seed=0)
+        >>> trace.calls[0].segments[0].item(0)                  # doctest: +SKIP
+        [2025, 1973, ..., 0]
+        """
+        raise SamplingTraceUnavailable(
+            f"backend {self.name!r} ({type(self).__name__}) cannot trace its sampling schedule")
+
+    def sampling_schedule(self, n_masked: int, steps: int, group: str = "all") -> list[int] | None:
+        """The documented unmasking schedule of one item, or None if the backend documents none.
+
+        Parameters
+        ----------
+        n_masked : int
+            Positions of the item masked when a segment's sampling starts.
+        steps : int
+            Sampling steps of that segment.
+        group : str
+            The segment's codebook group (see :class:`~vampstudy.backends.trace.TraceSegment`).
+
+        Returns
+        -------
+        list of int or None
+            Positions still masked after each step (the last is 0).
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} on {self.device}>"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 
 import torch
 from audiotools import AudioSignal
@@ -37,6 +38,7 @@ from ..errors import ConfigError
 from ..masks import build_mask as _build_mask
 from .base import MASK_OPTIONS, Backend, resolve_device
 from .refcodec import ReferenceCodec
+from .trace import SamplingTrace, TracedCall, TraceSegment, cosine_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class ReferenceBackend(Backend):
     name = "reference"
     description = ("vampstudy reference backend (offline DSP codec + context-matching "
                    "sampler; NOT VampNet)")
+    _trace: SamplingTrace | None = None
 
     def __init__(self, device: str = "auto", context_width: int = 4, context_scale: float = 100.0,
                  exclude_radius: int = 2):
@@ -111,6 +114,27 @@ class ReferenceBackend(Backend):
         return _build_mask(codes, signal, sample_rate=self.sample_rate,
                            hop_length=self.hop_length, **mask_options)
 
+    # ---------------------------------------------------------- tracing
+    @contextmanager
+    def trace_sampling(self):
+        """Record the unmasking schedule of every ``vamp`` call in the block (see the base class).
+
+        The reference sampler records its own counts: one segment (group
+        ``"all"``, every codebook) per call, ``_sampling_steps`` rows (an item
+        that is done early shows 0), and ``final`` (0 when it finished).
+        """
+        trace = SamplingTrace()
+        previous, self._trace = self._trace, trace
+        try:
+            yield trace
+        finally:
+            self._trace = previous
+
+    def sampling_schedule(self, n_masked: int, steps: int, group: str = "all") -> list[int]:
+        """Cosine schedule: after step k, ``floor(n · cos(π/2 · k/steps))`` left, at least one
+        fixed per step; may reach 0 before the last step (then sampling stops)."""
+        return cosine_schedule(n_masked, steps, keep_one=False)
+
     # ------------------------------------------------------------ vamp
     def vamp(self, codes: torch.Tensor, mask: torch.Tensor, batch_size: int = 1,
              feedback_steps: int = 1, time_stretch_factor: int = 1, return_mask: bool = False,
@@ -141,14 +165,24 @@ class ReferenceBackend(Backend):
         if seed is None:
             seed = int(torch.randint(0, 2 ** 31 - 1, (1,)).item())
         gen = torch.Generator().manual_seed(int(seed))
+        steps = max(1, int(_sampling_steps))
+        counts: list[list[int]] = [[] for _ in range(batch_size)]
         out = torch.stack([
-            self._vamp_one(codes[i], mask[i], gen, steps=_sampling_steps,
+            self._vamp_one(codes[i], mask[i], gen, steps=steps,
                            temperature=temperature, mask_temperature=mask_temperature,
                            typical_filtering=typical_filtering, typical_mass=typical_mass,
                            typical_min_tokens=typical_min_tokens, top_p=top_p,
-                           sample_cutoff=sample_cutoff)
+                           sample_cutoff=sample_cutoff, counts=counts[i])
             for i in range(batch_size)
         ]).to(device)
+        if self._trace is not None:
+            n_steps = codes.shape[-1]
+            segment = TraceSegment("all", 0, n_steps, steps,
+                                   masked=[[c[k] for c in counts] for k in range(steps)],
+                                   final=[c[steps] for c in counts])
+            self._trace.calls.append(TracedCall(batch_size, {
+                "_sampling_steps": steps, "seed": seed, "temperature": temperature},
+                [segment]))
         if return_mask:
             return out, mask.clone()
         return out
@@ -177,16 +211,31 @@ class ReferenceBackend(Backend):
         return logits
 
     def _vamp_one(self, codes, mask, gen, *, steps, temperature, mask_temperature,
-                  typical_filtering, typical_mass, typical_min_tokens, top_p, sample_cutoff):
+                  typical_filtering, typical_mass, typical_min_tokens, top_p, sample_cutoff,
+                  counts=None):
+        """Sample one item; appends to ``counts`` the masked count at the start of each of the
+        ``steps`` steps, then after the last (``steps + 1`` numbers)."""
+        counts = [] if counts is None else counts
         corpus = codes.clone()
         z = codes.clone()
         todo = mask.bool().clone()
         n_total = int(todo.sum())
-        if n_total == 0:
-            return z
-        steps = max(1, int(steps))
+        try:
+            if n_total > 0:
+                self._sample_item(z, corpus, todo, n_total, gen, steps, counts, temperature,
+                                  mask_temperature, typical_filtering, typical_mass,
+                                  typical_min_tokens, top_p, sample_cutoff)
+        finally:
+            counts.extend([int(todo.sum())] * (steps + 1 - len(counts)))
+        return z
+
+    def _sample_item(self, z, corpus, todo, n_total, gen, steps, counts, temperature,
+                     mask_temperature, typical_filtering, typical_mass, typical_min_tokens,
+                     top_p, sample_cutoff):
+        """The unmasking loop of :meth:`_vamp_one` (edits ``z`` and ``todo`` in place)."""
         vocab = [torch.unique(corpus[c], return_inverse=True) for c in range(len(corpus))]
         for step in range(steps):
+            counts.append(int(todo.sum()))
             known = ~todo
             weights = torch.softmax(self._frame_logits(z, known, corpus), dim=1)   # (T, T')
             greedy = temperature == 0 or (step + 1) / steps > sample_cutoff
@@ -222,7 +271,6 @@ class ReferenceBackend(Backend):
             todo[c_idx, t_idx] = False
             if not todo.any():
                 break
-        return z
 
     @staticmethod
     def _shape(probs, temperature, typical_filtering, typical_mass, typical_min_tokens, top_p,

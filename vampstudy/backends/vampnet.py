@@ -22,12 +22,16 @@ repository ``hugggof/vampnet``; pass local checkpoints to work offline.
 from __future__ import annotations
 
 import logging
+import math
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from ..errors import BackendUnavailable, ConfigError
 from .base import MASK_OPTIONS, SAMPLING_OPTIONS, Backend, resolve_device
+from .trace import (SamplingTrace, SamplingTraceUnavailable, TracedCall, TraceSegment,
+                    cosine_schedule)
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ class VampNetBackend(Backend):
     name = "vampnet"
     description = "VampNet (vampnet.interface.Interface)"
     is_vampnet = True
+    _trace: SamplingTrace | None = None
 
     def __init__(self, device: str = "auto", coarse_ckpt: str | None = None,
                  c2f_ckpt: str | None = None, codec_ckpt: str | None = None,
@@ -155,8 +160,122 @@ class VampNetBackend(Backend):
         if unknown:
             raise TypeError(f"vamp() got unexpected keyword(s) {unknown}; "
                             f"valid: {', '.join(SAMPLING_OPTIONS)}")
-        result = self.interface.vamp(codes.to(self.device), mask.to(self.device),
-                                     **sampling_options)
+        if self._trace is not None:
+            result = self._traced_vamp(codes, mask, sampling_options)
+        else:
+            result = self.interface.vamp(codes.to(self.device), mask.to(self.device),
+                                         **sampling_options)
         if isinstance(result, tuple):
             return tuple(r.clone() for r in result)
         return result.clone()
+
+    # ---------------------------------------------------------- tracing
+    def _models(self) -> list[tuple[str, Any, int]]:
+        """(group, model, sampling steps or None) of the models whose inputs can be traced."""
+        found = []
+        for group, attr in (("coarse", "coarse"), ("fine", "c2f")):
+            model = getattr(self.interface, attr, None)
+            special = getattr(getattr(model, "embedding", None), "special", None)
+            if special is not None and "MASK" in special:
+                found.append((group, model))
+        return found
+
+    @contextmanager
+    def trace_sampling(self):
+        """Record VampNet's unmasking schedule by observing the models' per-step inputs.
+
+        VampNet's ``generate`` calls ``self.forward(latents)`` directly, so a
+        hook on the model itself never fires; its ``forward`` calls
+        ``self.embedding(latents)`` as a module, once per sampling step. A
+        forward pre-hook on that ``CodebookEmbedding`` sees the latents of
+        the codes being sampled, where a masked position holds the latent of
+        the MASK token (``embedding.special["MASK"]``, token id
+        ``vocab_size`` = 1024); counting those per batch item gives how many
+        positions are still masked at the start of each step. No VampNet code
+        is changed; the hooks exist only during a traced ``vamp`` call.
+
+        Segments: group ``"coarse"`` (codebooks 0-3, ``_sampling_steps``
+        steps per 10 s chunk, × ``feedback_steps``) and ``"fine"`` (the
+        coarse-to-fine model, 2 steps per 3 s chunk). ``final`` is None: the
+        mask after the last step stays inside ``generate``.
+
+        Raises
+        ------
+        SamplingTraceUnavailable
+            When the interface's coarse model has no ``embedding.special["MASK"]``.
+        """
+        if not any(group == "coarse" for group, _ in self._models()):
+            raise SamplingTraceUnavailable(
+                "this vampnet's coarse model has no embedding.special['MASK'] to observe; "
+                "tracing needs vampnet's CodebookEmbedding (main at 72e2675)")
+        trace = SamplingTrace()
+        previous, self._trace = self._trace, trace
+        try:
+            yield trace
+        finally:
+            self._trace = previous
+
+    def sampling_schedule(self, n_masked: int, steps: int, group: str = "coarse") -> list[int]:
+        """VampNet's cosine schedule: after step k, ``floor(n · cos(π/2 · k/steps))`` left,
+        clamped so that each step before the last fixes at least one and leaves at least one."""
+        return cosine_schedule(n_masked, steps, keep_one=True)
+
+    def _traced_vamp(self, codes, mask, options: dict):
+        records: dict[str, list[list[int]]] = {}
+        handles = []
+        batch = int(options.get("batch_size", 1))
+        for group, model in self._models():
+            records[group] = []
+            handles.append(model.embedding.register_forward_pre_hook(
+                lambda module, args, rows=records[group]: rows.append(
+                    _count_mask_latents(module, args[0])[:batch])))
+        try:
+            result = self.interface.vamp(codes.to(self.device), mask.to(self.device), **options)
+        finally:
+            for handle in handles:
+                handle.remove()
+        n_steps = codes.shape[-1] * int(options.get("time_stretch_factor", 1))
+        plan = {"coarse": (int(options.get("_sampling_steps", 12)),
+                           int(options.get("feedback_steps", 1))),
+                "fine": (2, 1)}
+        segments = []
+        for group, model in self._models():
+            steps, repeats = plan[group]
+            chunk = self.interface.s2t(getattr(model, "chunk_size_s", 1e9))
+            segments.extend(_split_segments(group, records[group], steps, repeats, chunk, n_steps))
+        self._trace.calls.append(TracedCall(batch, {k: v for k, v in options.items()
+                                                    if k != "return_mask"}, segments))
+        return result
+
+
+def _count_mask_latents(embedding, latents: torch.Tensor) -> list[int]:
+    """Per batch item, how many (codebook, step) positions of ``latents`` hold the MASK latent.
+
+    ``latents`` is ``(batch, n_codebooks * latent_dim, n_steps)`` as built by
+    ``CodebookEmbedding.from_codes``, whose lookup copies the MASK row exactly.
+    """
+    batch, _, n_steps = latents.shape
+    n_cb, dim = embedding.n_codebooks, embedding.latent_dim
+    lat = latents.detach().reshape(batch, n_cb, dim, n_steps)
+    mask_latent = embedding.special["MASK"].detach().to(lat.device, lat.dtype)
+    is_mask = (lat == mask_latent[None, :, :, None]).all(dim=2)
+    return [int(n) for n in is_mask.sum(dim=(1, 2)).tolist()]
+
+
+def _split_segments(group, rows, steps, repeats, chunk_len, n_steps) -> list[TraceSegment]:
+    """Cut one model's per-step rows into its ``generate`` calls (chunks × repeats).
+
+    VampNet runs ``steps`` forward passes per chunk. When the number of rows
+    is not chunks × repeats × steps the rows are kept as one segment, so the
+    schedule check sees (and reports) the unexpected number of steps.
+    """
+    n_chunks = max(1, math.ceil(n_steps / chunk_len))
+    if len(rows) != n_chunks * repeats * steps:
+        return [TraceSegment(group, 0, n_steps, steps, masked=rows)]
+    segments = []
+    for r in range(repeats):
+        for c in range(n_chunks):
+            first = (r * n_chunks + c) * steps
+            segments.append(TraceSegment(group, c * chunk_len, min(n_steps, (c + 1) * chunk_len),
+                                         steps, masked=rows[first:first + steps]))
+    return segments
