@@ -1,7 +1,7 @@
 """Inpainting context: keep the first and last s seconds, regenerate the middle."""
 
 from vampstudy.study import Condition
-from vampstudy.sweep import SweepStudy
+from vampstudy.sweep import Range, SweepStudy
 
 
 class InpaintingStudy(SweepStudy):
@@ -18,6 +18,7 @@ class InpaintingStudy(SweepStudy):
     """
 
     name = "inpainting"
+    param_ranges = {"context_s": Range(float, 0.0)}
 
     def __init__(self, context_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0),
                  upper_codebook_mask: int = 14, temperature: float = 1.0):

@@ -85,20 +85,24 @@ class PeriodicIntervalStudy(MaskingStudy):
         if not self.intervals or bad:
             raise ConfigError(f"--intervals must be positive integers or beat, beat/2, 2beat, bar; "
                               f"got {list(self.intervals)}{f' (bad: {bad})' if bad else ''}; "
-                              "e.g. --intervals 2,3,5,7")
+                              "e.g. --intervals 2,3,5,7", option="--intervals")
         if len(set(self.intervals)) != len(self.intervals):
-            raise ConfigError(f"--intervals has duplicates: {list(self.intervals)}")
+            raise ConfigError(f"--intervals has duplicates: {list(self.intervals)}",
+                              option="--intervals")
         if not 1 <= self.upper_codebook_mask <= backend.n_codebooks:
             raise ConfigError(f"--upper-codebook-mask must be in 1..{backend.n_codebooks} for the "
-                              f"{backend.name} backend, got {self.upper_codebook_mask}")
-        if not 0.0 <= self.dropout <= 1.0:
-            raise ConfigError(f"--dropout must be in [0, 1], got {self.dropout}")
-        if self.temperature < 0:
-            raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
+                              f"{backend.name} backend, got {self.upper_codebook_mask}",
+                              option="--upper-codebook-mask")
+        if not 0.0 <= self.dropout <= 1.0:  # (NaN fails every comparison, so it is refused too)
+            raise ConfigError(f"--dropout must be in [0, 1], got {self.dropout}", option="--dropout")
+        if not 0 <= self.temperature < float("inf"):
+            raise ConfigError(f"--temperature must be >= 0, got {self.temperature}",
+                              option="--temperature")
         if self.sampling_steps < 1:
-            raise ConfigError(f"--sampling-steps must be >= 1, got {self.sampling_steps}")
-        if self.tempo is not None and self.tempo <= 0:
-            raise ConfigError(f"--tempo must be a positive BPM, got {self.tempo}")
+            raise ConfigError(f"--sampling-steps must be >= 1, got {self.sampling_steps}",
+                              option="--sampling-steps")
+        if self.tempo is not None and not 0 < self.tempo < float("inf"):
+            raise ConfigError(f"--tempo must be a positive BPM, got {self.tempo}", option="--tempo")
 
     def prepare(self, session: Session) -> Summary:
         backend = session.backend

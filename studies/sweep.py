@@ -32,13 +32,17 @@ class GenericSweepStudy(SweepStudy):
             name = name.strip()
             if not sep or not values.strip():
                 raise ConfigError(f"--param {spec!r}: write OPTION=V1,V2,... "
-                                  "e.g. --param periodic_prompt=3,7,13")
+                                  "e.g. --param periodic_prompt=3,7,13", option="--param")
             if name not in OPTION_NAMES:
                 raise ConfigError(f"--param {spec!r}: unknown option {name!r}; choose from "
-                                  f"{', '.join(OPTION_NAMES)}")
+                                  f"{', '.join(OPTION_NAMES)}", option="--param")
             if name in axes:
-                raise ConfigError(f"--param {name} is given twice; list all its values at once")
+                raise ConfigError(f"--param {name} is given twice; list all its values at once",
+                                  option="--param")
             axes[name] = tuple(parse_value(v) for v in values.split(",") if v.strip())
         return axes
+
+    def axis_flag(self, option, values):
+        return f"--param {option}"
 
     # Options not swept keep VampNet's defaults (periodic_prompt=7, upper_codebook_mask=3, ...).

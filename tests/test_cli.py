@@ -119,8 +119,9 @@ def test_bad_intervals(cli, value, needle):
 
 @pytest.mark.parametrize("value", ["0", "15"])
 def test_upper_codebook_mask_out_of_range(cli, value):
-    _fails(cli("run", "periodic", "--backend", "reference", "--upper-codebook-mask", value),
-           "--upper-codebook-mask must be in 1..14")
+    result = cli("run", "periodic", "--backend", "reference", "--upper-codebook-mask", value)
+    assert result.exit_code == 2, result.output  # a usage error of the option
+    _fails(result, "Invalid value for '--upper-codebook-mask'", "must be in 1..14")
 
 
 def test_unknown_study(cli):

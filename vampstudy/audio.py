@@ -8,10 +8,12 @@ backend (``Backend.preprocess``), as it does in VampNet.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import io
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,21 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif", ".m4a")
 #: audiotools reports -70 LUFS for digital silence; normalising a clip this
 #: quiet to -24 LUFS would amplify its noise floor by more than 36 dB.
 MIN_LOUDNESS_LUFS = -60.0
+#: Longest input accepted by default (``vampstudy run --max-seconds``). Decoding holds the
+#: whole clip as float32 several times over (original, preprocessed, every output), so a
+#: 10-minute stereo clip at 44.1 kHz already needs a few GB; longer files are refused up front.
+DEFAULT_MAX_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """What the file header says about an input (read without decoding the samples)."""
+
+    path: str
+    duration_s: float
+    sample_rate: int
+    channels: int
+    frames: int
 
 
 @dataclass(frozen=True)
@@ -153,21 +170,116 @@ def demo_clip(duration: float = 10.0, sample_rate: int = 44100) -> Clip:
 
 
 # ------------------------------------------------------------------ loading
-def load_clip(path: str | Path) -> Clip:
-    """Read one audio file into a :class:`Clip`.
+def _check_file(p: Path) -> None:
+    """Refuse missing files, symlink loops, folders, unreadable and empty files (one line each)."""
+    try:
+        st = p.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioError(f"{p} is a symbolic link loop (it points back to itself); "
+                             "pass the real audio file") from exc
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            broken = " (a broken symbolic link)" if p.is_symlink() else ""
+            raise AudioError(f"audio file not found: {p}{broken} — check the path passed to "
+                             "--audio") from exc
+        raise AudioError(f"cannot read audio file {p}: {exc.strerror}") from exc
+    if p.is_dir():
+        raise AudioError(f"{p} is a folder; pass audio files (or use a glob like '{p}/*.wav')")
+    if not p.is_file():
+        raise AudioError(f"{p} is not a regular file (a device, pipe or socket); pass an audio file")
+    try:
+        with open(p, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise AudioError(f"cannot read audio file {p}: {exc.strerror} — check its "
+                         "permissions") from exc
+    if st.st_size == 0:
+        raise AudioError(f"{p} is empty (0 bytes); pass a non-empty audio file")
+
+
+def probe_clip(path: str | Path, max_seconds: float | None = DEFAULT_MAX_SECONDS) -> ClipInfo:
+    """Check one input from its header, without decoding its samples.
+
+    Parameters
+    ----------
+    path : str or Path
+        The audio file (``builtin:demo`` for the demo clip).
+    max_seconds : float, optional
+        Longest duration accepted; None for no limit.
 
     Raises
     ------
     AudioError
-        If the file is missing, unreadable, not audio, or empty.
+        Missing, a folder, a symlink loop, unreadable, empty, not audio, without samples,
+        or longer than ``max_seconds`` (the message says how to cut it).
+    """
+    if str(path) == DEMO_NAME:
+        return ClipInfo(DEMO_NAME, 10.0, 44100, 1, 441000)
+    p = Path(path)
+    _check_file(p)
+    import soundfile as sf
+
+    try:
+        meta = sf.info(str(p))
+        info = ClipInfo(str(p), float(meta.frames) / meta.samplerate, int(meta.samplerate),
+                        int(meta.channels), int(meta.frames))
+    except Exception:  # not a format libsndfile knows: ask audioread (header only)
+        try:
+            import audioread
+
+            with audioread.audio_open(str(p)) as f:
+                rate = int(f.samplerate)
+                info = ClipInfo(str(p), float(f.duration), rate, int(f.channels),
+                                int(round(f.duration * rate)))
+        except Exception as exc:
+            raise AudioError(f"{p} is not a readable audio file (its header is not WAV, FLAC, "
+                             "OGG, AIFF or MP3, or it is damaged); pass a valid audio file") from exc
+    if info.frames <= 0 or info.sample_rate <= 0:
+        raise AudioError(f"{p} contains no samples; pass a non-empty audio file")
+    if max_seconds is not None and info.duration_s > max_seconds:
+        raise AudioError(
+            f"{p} lasts {info.duration_s:.0f} s, longer than --max-seconds {max_seconds:g} (the memory "
+            f"bound); cut it first, e.g. `ffmpeg -i '{p}' -t {max_seconds:g} cut.wav` or "
+            f"`sox '{p}' cut.wav trim 0 {max_seconds:g}`, or raise --max-seconds")
+    return info
+
+
+def check_inputs(inputs, max_seconds: float | None = DEFAULT_MAX_SECONDS,
+                 skipped: list | None = None) -> list[ClipInfo]:
+    """Expand ``--audio`` inputs and check every file's header before anything is run.
+
+    Returns the inputs' :class:`ClipInfo` (the demo clip's when ``inputs`` is empty);
+    ``skipped`` (if given) receives ``(path, reason)`` for files a folder held but that
+    are not audio.
+    """
+    paths = expand_audio_inputs(list(inputs), skipped=skipped) if inputs else [DEMO_NAME]
+    return [probe_clip(p, max_seconds) for p in paths]
+
+
+def load_clip(path: str | Path, max_seconds: float | None = None) -> Clip:
+    """Read one audio file into a :class:`Clip`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The audio file, or ``builtin:demo``.
+    max_seconds : float, optional
+        Refuse files longer than this from their header, before decoding (see
+        :func:`probe_clip`); None for no limit.
+
+    Raises
+    ------
+    AudioError
+        If the file is missing, unreadable, not audio, empty, too long, or holds
+        NaN or infinite samples.
     """
     p = Path(path)
     if str(path) == DEMO_NAME:
         return demo_clip()
-    if not p.exists():
-        raise AudioError(f"audio file not found: {p} — check the path passed to --audio")
-    if p.is_dir():
-        raise AudioError(f"{p} is a folder; pass audio files (or use a glob like '{p}/*.wav')")
+    if max_seconds is not None:
+        probe_clip(p, max_seconds)
+    else:
+        _check_file(p)
     try:
         data = p.read_bytes()
     except OSError as exc:
@@ -180,15 +292,21 @@ def load_clip(path: str | Path) -> Clip:
             f"use WAV, FLAC, OGG or MP3 audio") from exc
     if signal.signal_length == 0:
         raise AudioError(f"{p} contains no samples; pass a non-empty audio file")
+    if not torch.isfinite(signal.audio_data).all():
+        bad = int((~torch.isfinite(signal.audio_data)).sum())
+        raise AudioError(f"{p} holds {bad} NaN or infinite samples (a damaged float file); "
+                         "re-export it as 16- or 24-bit PCM")
     return Clip(name=p.stem, path=str(p), sha256=hashlib.sha256(data).hexdigest(), signal=signal)
 
 
-def expand_audio_inputs(inputs: list[str] | tuple[str, ...]) -> list[str]:
+def expand_audio_inputs(inputs: list[str] | tuple[str, ...],
+                        skipped: list | None = None) -> list[str]:
     """Expand files, folders and globs into a sorted, de-duplicated list of paths.
 
     A folder contributes its audio files (by suffix, not recursive); a glob
     contributes its matches. A plain path is kept as given, so that a missing
-    file is reported by :func:`load_clip` by name.
+    file is reported by :func:`load_clip` by name. What a folder holds but does
+    not contribute is appended to ``skipped`` as ``(path, reason)``.
     """
     paths: list[str] = []
     for item in inputs:
@@ -196,7 +314,14 @@ def expand_audio_inputs(inputs: list[str] | tuple[str, ...]) -> list[str]:
         if item == DEMO_NAME:
             paths.append(item)
         elif p.is_dir():
-            found = sorted(str(q) for q in p.iterdir() if q.suffix.lower() in AUDIO_SUFFIXES)
+            found = []
+            for q in sorted(p.iterdir()):
+                if q.suffix.lower() in AUDIO_SUFFIXES:
+                    found.append(str(q))
+                elif skipped is not None:
+                    why = ("a folder (folders are not searched recursively)" if q.is_dir()
+                           else f"not an audio suffix ({', '.join(AUDIO_SUFFIXES)})")
+                    skipped.append((str(q), why))
             if not found:
                 raise AudioError(f"folder {p} holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
             paths.extend(found)

@@ -16,7 +16,7 @@ import warnings
 import click
 from click.core import ParameterSource
 
-from .errors import VampstudyError
+from .errors import ConfigError, VampstudyError
 
 logger = logging.getLogger("vampstudy")
 
@@ -37,14 +37,42 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _errors(fn):
-    """Turn library errors into click errors (one line, exit code 1)."""
+    """Turn library errors into click errors: one line, exit code 1 — or a usage error of the
+    option (exit code 2) when a :class:`ConfigError` names the option it came from."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except ConfigError as exc:
+            if exc.option:
+                raise _usage_error(exc) from exc
+            raise click.ClickException(str(exc)) from exc
         except VampstudyError as exc:
             raise click.ClickException(str(exc)) from exc
     return wrapper
+
+
+def _usage_error(exc: ConfigError) -> click.BadParameter:
+    """``Error: Invalid value for '--intensities': …`` with the command's usage line."""
+    message = str(exc)
+    for prefix in (f"{exc.option}: ", f"{exc.option} "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+            break
+    return click.BadParameter(message, ctx=click.get_current_context(silent=True),
+                              param_hint=f"'{exc.option}'")
+
+
+def _experiment_name(ctx, param, value):
+    """click callback: an experiment name is any non-empty string (never a path)."""
+    from .stores import check_experiment_name
+
+    if value is None:
+        return None
+    try:
+        return check_experiment_name(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--experiment: "), ctx, param) from exc
 
 
 def tracking_option(fn):
@@ -78,6 +106,7 @@ def backend_options(fn):
     return fn
 
 
+DEFAULT_MAX_SECONDS = 600.0  # vampstudy.audio.DEFAULT_MAX_SECONDS (not imported: keeps --help fast)
 VAMPNET_ONLY = ("coarse_ckpt", "c2f_ckpt", "codec_ckpt", "coarse_lora_ckpt", "c2f_lora_ckpt")
 
 
@@ -142,8 +171,9 @@ def _study_command(entry, invoked_name: str) -> click.Command:
                      help="Run each condition once per seed (overrides --seed), e.g. 0,1,2."),
         click.Option(["--repeats"], type=click.IntRange(min=1), default=None, metavar="N",
                      help="Run each condition with seeds 0..N-1 (same as --seeds 0,1,...,N-1)."),
-        click.Option(["--experiment"], default=None,
-                     help=f"MLflow experiment. Default: the study name ({cls.name})."),
+        click.Option(["--experiment"], default=None, callback=_experiment_name,
+                     help="MLflow experiment: any non-empty name (artifacts go to a folder "
+                          f"named by the experiment's id). Default: the study name ({cls.name})."),
         click.Option(["--resume"], is_flag=True,
                      help="Continue the newest unfinished run of the same configuration."),
         click.Option(["--config"], type=click.Path(exists=True, dir_okay=False), default=None,
@@ -153,6 +183,13 @@ def _study_command(entry, invoked_name: str) -> click.Command:
                           "visqol-python)."),
         click.Option(["--check"], is_flag=True,
                      help="Run `vampstudy check` on the backend first; stop if a check FAILs."),
+        click.Option(["--max-seconds"], type=click.FloatRange(min=0, min_open=True),
+                     default=DEFAULT_MAX_SECONDS, show_default=True, metavar="S",
+                     help="Refuse inputs longer than this (read from the file header, before "
+                          "decoding): the memory bound."),
+        click.Option(["--dry-run"], is_flag=True,
+                     help="Check every option and input, print the planned conditions and the "
+                          "number of runs, and exit without running or logging anything."),
     ]
     doc = (cls.__doc__ or "").strip().split("\n\n")[0]
     help_text = (f"{doc}\n\nSource: {entry.source}.\n\n\b\nExample:\n"
@@ -210,7 +247,7 @@ def _apply_config(ctx, cls, path, study_kwargs: dict, runner: dict) -> None:
 
 
 def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats, experiment,
-         resume, config, check, visqol, **rest):
+         resume, config, check, visqol, max_seconds, dry_run, **rest):
     from .runner import StudyFailed, run_study
     from .study import Study
     from .tracking import Tracker
@@ -223,6 +260,8 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
         _apply_config(ctx, cls, config, study_kwargs, runner)
     audio, seed, seeds = runner["audio"], runner["seed"], runner["seeds"]
     backend, device, experiment = runner["backend"], runner["device"], runner["experiment"]
+    if experiment is not None:  # (also from --config)
+        _experiment_name(ctx, None, experiment)
     if seeds and repeats:
         raise click.UsageError("give --seeds or --repeats, not both")
     seed_list = _parse_seeds(seeds) if seeds else list(range(repeats)) if repeats else [seed]
@@ -239,6 +278,12 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
                                        "pip install visqol-python")
         study.visqol = True
     b = make_backend(backend, device, **ckpts)
+    # everything that can be checked before a run exists: the study's values, then the inputs
+    study.validate(b)
+    inputs = _check_inputs(audio, max_seconds)
+    if dry_run:
+        _print_plan(study, inputs, seed_list, experiment or cls.name)
+        return
     tracker = Tracker(tracking_uri)
     click.echo(f"study: {cls.name} · tracking: {tracker.uri}", err=True)
     if check:
@@ -269,6 +314,32 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
     _report(tracker, result)
     if failure is not None:
         raise click.ClickException(str(failure))
+
+
+def _check_inputs(audio, max_seconds):
+    """Expand and check every input from its header; say which folder entries were skipped."""
+    from .audio import check_inputs
+
+    skipped: list = []
+    inputs = check_inputs(audio, max_seconds, skipped=skipped)
+    for path, why in skipped:
+        click.echo(f"skipped {path}: {why}", err=True)
+    return inputs
+
+
+def _print_plan(study, inputs, seeds, experiment) -> None:
+    """--dry-run: the conditions, the clips and the number of runs; nothing is logged."""
+    conditions = study.iterate()
+    click.echo(f"study {study.name} → experiment {experiment!r}: {len(conditions)} conditions")
+    for c in conditions:
+        click.echo(f"  {c.name}")
+    click.echo(f"clips ({len(inputs)}):")
+    for info in inputs:
+        click.echo(f"  {info.path}  {info.duration_s:.2f} s, {info.sample_rate} Hz, "
+                   f"{info.channels} ch")
+    total = len(inputs) * len(conditions) * len(seeds)
+    click.echo(f"{len(inputs)} clips × {len(conditions)} conditions × {len(seeds)} seeds "
+               f"= {total} runs (plus one parent run). Dry run: nothing was run or logged.")
 
 
 def _report(tracker, result) -> None:

@@ -16,7 +16,20 @@ class AudioError(VampstudyError):
 
 
 class ConfigError(VampstudyError, ValueError):
-    """A study or backend parameter is out of range or malformed."""
+    """A study or backend parameter is out of range or malformed.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong and the allowed values.
+    option : str, optional
+        The command-line option it came from (e.g. ``--intensities``); the CLI then
+        reports it as a usage error of that option (exit code 2).
+    """
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
 
 
 class BackendUnavailable(VampstudyError):

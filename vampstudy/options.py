@@ -85,10 +85,9 @@ def param_docs(cls) -> dict[str, str]:
     return docs
 
 
-def _show(default) -> str:
-    if isinstance(default, (list, tuple)):
-        return ",".join(str(v) for v in default)
-    return str(default)
+def _show(default, required: bool) -> bool:
+    """Show a default in --help unless there is none (None is documented in the help text)."""
+    return not required and default is not None
 
 
 def study_options(cls) -> list[click.Option]:
@@ -108,12 +107,12 @@ def study_options(cls) -> list[click.Option]:
         if custom is not None:
             options.append(click.Option([flag, p.name], type=custom, default=default,
                                         required=required, help=help_text,
-                                        show_default=_show(default) if not required else False))
+                                        show_default=_show(default, required)))
             continue
         if p.name in getattr(cls, "cli_multiple", ()):
             options.append(click.Option([flag, p.name], multiple=True, type=str,
                                         default=default, required=required, help=help_text,
-                                        show_default=True))
+                                        show_default=_show(default, required)))
             continue
         if is_seq:
             ptype = ListType(base if base in (int, float, str) else str)
@@ -127,7 +126,7 @@ def study_options(cls) -> list[click.Option]:
             ptype = str
         options.append(click.Option([flag, p.name], type=ptype, default=default,
                                     required=required, help=help_text,
-                                    show_default=_show(default) if not required else False))
+                                    show_default=_show(default, required)))
     return options
 
 

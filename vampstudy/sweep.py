@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,94 @@ logger = logging.getLogger(__name__)
 ALIASES = {"dropout": "_dropout", "sampling_steps": "_sampling_steps"}
 OPTION_NAMES = tuple(MASK_OPTIONS) + tuple(o for o in SAMPLING_OPTIONS
                                             if o not in ("seed", "return_mask"))
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values an option accepts: a kind and optional bounds.
+
+    ``high="n_codebooks"`` stands for the backend's number of codebooks; ``open_low``
+    excludes ``low`` itself; ``none_ok`` also accepts None (the option switched off).
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | str | None = None
+    open_low: bool = False
+    none_ok: bool = False
+
+    def describe(self, n_codebooks: int | None = None) -> str:
+        if self.kind is bool:
+            return "true or false"
+        noun = "an integer" if self.kind is int else "a number"
+        high = n_codebooks if self.high == "n_codebooks" else self.high
+        if self.low is not None and high is not None:
+            text = (f"{noun} in {self.low}..{high}" if self.kind is int
+                    else f"{noun} in [{self.low:g}, {high:g}]")
+        elif self.low is not None:
+            text = f"{noun} {'>' if self.open_low else '>='} {self.low:g}"
+        else:
+            text = noun
+        return text + (" or none" if self.none_ok else "")
+
+    def check(self, value, n_codebooks: int | None = None) -> bool:
+        """True when ``value`` is acceptable."""
+        if value is None:
+            return self.none_ok
+        if self.kind is bool:
+            return isinstance(value, (bool, np.bool_))
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            return False
+        if self.kind is int and not isinstance(value, (int, np.integer)):
+            return False
+        if not math.isfinite(float(value)):
+            return False
+        high = n_codebooks if self.high == "n_codebooks" else self.high
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return high is None or value <= high
+
+
+#: What each VampNet option accepts (see shared/VAMPNET.md for their meaning).
+OPTION_RANGES: dict[str, Range] = {
+    "rand_mask_intensity": Range(float, 0.0, 1.0),
+    "prefix_s": Range(float, 0.0),
+    "suffix_s": Range(float, 0.0),
+    "periodic_prompt": Range(int, 0),
+    "periodic_prompt_width": Range(int, 1),
+    "onset_mask_width": Range(int, 0),
+    "_dropout": Range(float, 0.0, 1.0),
+    "upper_codebook_mask": Range(int, 1, "n_codebooks"),
+    "ncc": Range(int, 0, "n_codebooks"),
+    "temperature": Range(float, 0.0),
+    "typical_filtering": Range(bool),
+    "typical_mass": Range(float, 0.0, 1.0),
+    "typical_min_tokens": Range(int, 1),
+    "top_p": Range(float, 0.0, 1.0, none_ok=True),
+    "_sampling_steps": Range(int, 1),
+    "mask_temperature": Range(float, 0.0),
+    "sample_cutoff": Range(float, 0.0, 1.0),
+    "causal_weight": Range(float),
+    "cfg_scale": Range(float),
+    "cfg_guidance": Range(float, none_ok=True),
+    "batch_size": Range(int, 1),
+    "feedback_steps": Range(int, 1),
+    "time_stretch_factor": Range(float, 0.0, open_low=True),
+}
+
+
+def flag(name: str) -> str:
+    """The command-line option of a study parameter: ``_dropout`` → ``--dropout``."""
+    return "--" + name.strip("_").replace("_", "-")
+
+
+def check_value(option: str, value, rng: Range, where: str, n_codebooks: int | None = None) -> None:
+    """Raise a :class:`ConfigError` naming ``where`` (the CLI option) unless ``rng`` accepts ``value``."""
+    if not rng.check(value, n_codebooks):
+        shown = repr(value) if isinstance(value, str) else value
+        what = f"{where}" if where.endswith(option) else f"{where}: {option}"
+        raise ConfigError(f"{what} must be {rng.describe(n_codebooks)}, got {shown}",
+                          option=where.split(" ")[0] if where.startswith("--") else None)
 
 
 def parse_value(text: str) -> Any:
@@ -67,6 +157,8 @@ class SweepStudy(MaskingStudy):
     abstract = True
     #: metrics plotted against each swept option
     plot_metrics = ("tokens_changed_pct", "mask_density")
+    #: ranges of the study's own parameters that are not VampNet options (name → Range)
+    param_ranges: dict = {}
 
     def sweep_axes(self) -> dict[str, tuple]:
         """Name → values to sweep; each combination is one condition.
@@ -85,25 +177,45 @@ class SweepStudy(MaskingStudy):
                 out[option] = value
         return out
 
+    def axis_flag(self, option: str, values) -> str:
+        """The command-line option that gave an axis its values (for error messages)."""
+        for name, value in self.get_params().items():
+            if isinstance(value, (list, tuple)) and tuple(value) == tuple(values):
+                return flag(name)
+        return flag(option)
+
     # ------------------------------------------------------------ hooks
     def validate(self, backend) -> None:
+        """Every swept and fixed value against :data:`OPTION_RANGES` and :attr:`param_ranges`.
+
+        Raises :class:`ConfigError` naming the command-line option and the allowed range,
+        before any run is created.
+        """
         axes = self.sweep_axes()
         maps_own = type(self).mask_options is not SweepStudy.mask_options
+        n = backend.n_codebooks
         for option, values in axes.items():
+            where = self.axis_flag(option, values)
             if option not in OPTION_NAMES and not maps_own:
-                raise ConfigError(f"{self.name}: cannot sweep {option!r}; sweepable options: "
-                                  f"{', '.join(OPTION_NAMES)}")
+                raise ConfigError(f"{where}: cannot sweep {option!r}; sweepable options: "
+                                  f"{', '.join(OPTION_NAMES)}", option=where.split(" ")[0])
             if not values:
-                raise ConfigError(f"{self.name}: no values given for {option}")
-        options = {**self.fixed_options()}
-        uppers = list(axes.get("upper_codebook_mask", [options.get("upper_codebook_mask", 3)]))
-        for k in uppers:
-            if not (isinstance(k, (int, np.integer)) and 1 <= k <= backend.n_codebooks):
-                raise ConfigError(f"upper_codebook_mask must be an integer in "
-                                  f"1..{backend.n_codebooks}, got {k}")
-        for p in axes.get("periodic_prompt", [options.get("periodic_prompt", 0)]):
-            if not isinstance(p, (int, np.integer)) or p < 0:
-                raise ConfigError(f"periodic_prompt must be an integer >= 0, got {p}")
+                raise ConfigError(f"{where}: no values given for {option}",
+                                  option=where.split(" ")[0])
+            if len({repr(v) for v in values}) != len(values):
+                raise ConfigError(f"{where}: {option} lists a value twice: "
+                                  f"{', '.join(map(str, values))}", option=where.split(" ")[0])
+            rng = OPTION_RANGES.get(option) or self.param_ranges.get(option)
+            for v in values if rng is not None else ():
+                check_value(option, v, rng, where, n)
+        for name, value in self.get_params().items():
+            option = ALIASES.get(name, name)
+            rng = OPTION_RANGES.get(option) or self.param_ranges.get(name)
+            if rng is not None and option not in axes and not isinstance(value, (list, tuple)):
+                check_value(option, value, rng, flag(name), n)
+        for option, value in self.fixed_options().items():  # constants a subclass adds
+            if option in OPTION_RANGES and option not in axes:
+                check_value(option, value, OPTION_RANGES[option], f"{self.name} ({option})", n)
 
     def iterate(self) -> list[Condition]:
         axes = self.sweep_axes()

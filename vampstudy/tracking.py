@@ -7,6 +7,8 @@ with explicit run ids (never the fluent active-run stack) and sets
 Tracking URI resolution: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``,
 else a sqlite database ``mlruns/mlflow.db`` under the current directory with
 artifacts in ``mlruns/artifacts`` (MLflow 3 refuses the old ``./mlruns`` file store).
+URI checks, the artifact folder of sqlite stores and the store lock live in
+:mod:`vampstudy.stores`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from . import stores
 from .errors import TrackingError
 
 logger = logging.getLogger(__name__)
@@ -84,37 +87,88 @@ def _short_http_retries():
                 os.environ[k] = v
 
 
+def _artifact_write(method):
+    """Wrap an MlflowClient artifact upload: OSError (full disk, read-only) → one TrackingError."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, run_id, *args, **kwargs):
+        try:
+            return method(self, run_id, *args, **kwargs)
+        except OSError as exc:
+            try:
+                where = self.get_run(run_id).info.artifact_uri
+            except Exception:
+                where = f"the artifact store of run {run_id}"
+            raise TrackingError(stores.artifact_error(str(where), exc)) from exc
+    return wrapper
+
+
+class _Client(MlflowClient):
+    """An :class:`MlflowClient` whose artifact uploads fail with one clear line."""
+
+
+for _name in ("log_artifact", "log_artifacts", "log_text", "log_figure", "log_table", "log_dict",
+              "log_image"):
+    if hasattr(MlflowClient, _name):
+        setattr(_Client, _name, _artifact_write(getattr(MlflowClient, _name)))
+
+
 class Tracker:
     """A tracking store and the vampstudy run layout on it."""
 
     def __init__(self, tracking_uri: str | None = None):
-        self.uri = resolve_tracking_uri(tracking_uri)
-        self.artifact_root: str | None = None
-        default_uri, default_artifacts = default_store()
-        if self.uri == default_uri:
-            Path(default_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            self.artifact_root = default_artifacts
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.uri = stores.check_tracking_uri(resolve_tracking_uri(tracking_uri))
+        # every sqlite store keeps its artifacts in artifacts/ beside the database file
+        self.artifact_root: str | None = stores.artifact_root(self.uri)
+        stores.prepare_sqlite_store(self.uri)
         try:
-            with _short_http_retries():
-                self.client.search_experiments(max_results=1)
+            with stores.store_lock(self.uri), _short_http_retries():
+                self.client = _Client(tracking_uri=self.uri)
+                self.client.search_experiments(max_results=1)  # creates a new store's tables
+                self._use_artifact_root()
         except Exception as exc:
             raise TrackingError(
                 f"cannot reach the MLflow tracking store at {self.uri} ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); start the server or pass "
                 "another --tracking-uri (or unset MLFLOW_TRACKING_URI to use ./mlruns)") from exc
 
+    def _use_artifact_root(self) -> None:
+        """New experiments of a sqlite store get ``<artifact root>/<experiment id>``.
+
+        MLflow derives an experiment's artifact location from its store's default
+        artifact root and the new experiment's id; a client-side store would otherwise
+        take ``./mlruns`` of whatever folder the process started in.
+        """
+        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        if self.artifact_root and hasattr(store, "artifact_root_uri"):
+            store.artifact_root_uri = self.artifact_root
+
     # ------------------------------------------------------ experiments
     def experiment_id(self, name: str, create: bool = True) -> str | None:
+        """The id of experiment ``name`` (any non-empty string), created if missing.
+
+        Its artifacts go to a folder named by the id, never by the name. Creation is
+        serialised across processes on a sqlite store, and a name another process
+        created meanwhile is read back instead of failing.
+        """
+        name = stores.check_experiment_name(name)
         exp = self.client.get_experiment_by_name(name)
-        if exp is not None:
-            if exp.lifecycle_stage == "deleted":
-                self.client.restore_experiment(exp.experiment_id)
-            return exp.experiment_id
-        if not create:
+        if exp is None and create:
+            with stores.store_lock(self.uri):
+                exp = self.client.get_experiment_by_name(name)
+                if exp is None:
+                    try:
+                        return self.client.create_experiment(name)
+                    except mlflow.exceptions.MlflowException as exc:
+                        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                            raise
+                        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
             return None
-        location = f"{self.artifact_root}/{name}" if self.artifact_root else None
-        return self.client.create_experiment(name, artifact_location=location)
+        if exp.lifecycle_stage == "deleted":
+            self.client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
 
     def ui_url(self, experiment_id: str | None, host: str = "127.0.0.1", port: int = 5000) -> str:
         """The classic runs table (MLflow 3's UI opens the GenAI view otherwise)."""
