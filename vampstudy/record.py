@@ -10,7 +10,8 @@ params, metrics, artifacts and a status:
   it, and ends FINISHED, FAILED (a condition or the analysis failed; ``traceback.txt``)
   or KILLED (interrupted);
 * ``--resume`` takes the newest unfinished parent of the same configuration whose owner
-  is gone, marks children left RUNNING by a dead process KILLED and keeps FINISHED ones.
+  is gone, keeps its FINISHED children and soft-deletes children a killed process left
+  half-written (RUNNING; marked KILLED, then moved to MLflow's trash, restorable).
 
 All tracking goes through :class:`vampstudy.tracking.Tracker` (the one mlflow module).
 """
@@ -151,8 +152,11 @@ class Recorder:
             key = run.data.tags.get(TAG_TRIAL)
             if run.info.status == "FINISHED" and key and key not in self.finished_runs:
                 self.finished_runs[key] = run
-            elif run.info.status == "RUNNING":  # left behind by a killed process
+            elif run.info.status == "RUNNING":  # half-written by a killed process
                 t.finish(run.info.run_id, "KILLED")
+                t.client.delete_run(run.info.run_id)  # soft delete: hidden, restorable
+                logger.info("removed the half-written run %s (%s) of a killed process",
+                            run.info.run_id, run.info.run_name)
         t.client.update_run(self.parent_id, status="RUNNING")
         t.set_tags(self.parent_id, owner_tags())
         self.resumed = True
@@ -220,6 +224,42 @@ class Recorder:
                 t.log_run_batch(self.parent_id, metrics=metrics or {}, tags=tags or {})
         finally:
             t.finish(self.parent_id, status)
+
+
+def study_state(run, n_finished: int) -> list[str]:
+    """Plain-language lines on a study run that did not finish: what happened, how to continue.
+
+    ``n_finished``: its FINISHED child runs. Empty for a FINISHED study.
+    """
+    info, tags, params = run.info, run.data.tags, run.data.params
+    total = params.get("n_trials", "?")
+    study = tags.get("vampstudy.study", "STUDY")
+    config = f"{info.artifact_uri}/config.yaml"
+    if config.startswith("file://"):
+        config = config[len("file://"):]
+    resume = f"vampstudy run {study} --config '{config}' --resume"
+    done = f"{n_finished} of {total} conditions finished and are kept"
+    if info.status == "FINISHED":
+        return []
+    if info.status == "RUNNING":
+        alive = owner_alive(tags)
+        if alive:
+            return [f"still running in process {tags.get(TAG_PID)} ({done} so far)"]
+        if alive is False:
+            return [f"interrupted: its process {tags.get(TAG_PID)} is gone ({done}).",
+                    f"Continue it with:  {resume}"]
+        return [f"RUNNING on host {tags.get(TAG_HOST, '?')} (cannot tell from here whether its "
+                f"process is alive; {done}).",
+                f"If it is not, continue it with:  {resume}"]
+    if info.status == "KILLED":
+        return [f"interrupted ({done}).", f"Continue it with:  {resume}"]
+    stage = tags.get(TAG_FAILED_STAGE, "")
+    what = {"analyze": "its analysis failed (traceback.txt on this run)",
+            "execute": f"conditions failed: {tags.get(TAG_FAILED, '?')}"}.get(
+        stage, f"it failed{' in ' + stage if stage else ''} (traceback.txt on this run)")
+    if stage == "execute" and TAG_FAILED not in tags:
+        what = "it stopped while running conditions (traceback.txt on this run)"
+    return [f"FAILED: {what}; {done}.", f"Fix the cause, then continue with:  {resume}"]
 
 
 def reload_outcome(tracker, run, trial: Trial, tmp: str) -> Outcome:

@@ -24,8 +24,9 @@ from typing import Callable
 
 from . import audio as audio_io
 from .backends.base import Backend
-from .errors import AudioError, VampstudyError
-from .execute import Executor, Job, make_executor, seed_everything  # noqa: F401 (re-exported)
+from .errors import AudioError, TrackingError, VampstudyError
+from .execute import (Executor, Job, RemoteRecording, make_executor,  # noqa: F401 (re-exported)
+                      seed_everything)
 from .plan import Plan, backend_note, plan_study
 from .record import TAG_FAILED, TAG_FAILED_STAGE, Recorder
 from .study import Outcome, PreparedClip, Record, Session, Study, Trial
@@ -73,6 +74,16 @@ class AnalysisFailed(VampstudyError):
                          f"finished ({type(exc).__name__}: {first}); the conditions are kept and "
                          f"the traceback is in run {parent_run_id}'s traceback.txt; fix the cause "
                          "and re-run with --resume to redo only the analysis")
+
+
+class TrackingLost(TrackingError):
+    """The tracking store failed while the study ran; finished conditions are kept."""
+
+    def __init__(self, uri: str, n_finished: int, n_total: int, exc: BaseException):
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        super().__init__(f"lost the tracking store {uri} during the study ({type(exc).__name__}: "
+                         f"{first}); {n_finished} of {n_total} conditions finished and are kept; "
+                         "once the store is back, continue with --resume")
 
 
 class StudyInterrupted(VampstudyError):
@@ -191,6 +202,7 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
         study_params = study.get_params()
         params = {**study_params, **study.run_options(), **backend.info(), **backend.options(),
                   **_clip_params(clips), "seeds": seeds, "config_hash": plan.config_hash,
+                  "n_trials": len(plan.trials),
                   **executor.describe()}
         inputs = Record(audio={f"original{'' if len(clips) == 1 else '_' + c.name}": c.signal
                                for c in clips})
@@ -221,17 +233,24 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
             progress(result.planned.trial, "FINISHED" if result.ok else "FAILED",
                      done_count - 1, total)
 
+    remote = None   # executors whose workers can write to a tracking server record there
+    if getattr(executor, "records_remotely", False) and tracker.uri.startswith(("http://", "https://")):
+        remote = RemoteRecording(tracker.uri, recorder.experiment_id, parent_id)
     job = Job(study=study, backend=backend,
               backend_spec=backend_spec or (backend.name, backend.options()),
-              remote=None)
+              remote=remote)
     try:
         executor.execute(job, plan.todo, sink)
     except KeyboardInterrupt as exc:
         _close(recorder, exc, "execute")
         raise StudyInterrupted(plan, recorder) from exc
-    except BaseException as exc:
+    except VampstudyError as exc:
         _close(recorder, exc, "execute")
         raise
+    except Exception as exc:  # recording failed: the tracking store went away mid-study
+        _close(recorder, exc, "execute")
+        raise TrackingLost(tracker.uri, len(recorder.outcomes) + len(plan.done),
+                           len(plan.trials), exc) from exc
     finally:
         executor.close()
 
@@ -272,7 +291,8 @@ def _close(recorder: Recorder, exc: BaseException, stage: str) -> None:
     if recorder.parent_id is None:
         return
     try:
-        recorder.finish(status, tags={TAG_FAILED_STAGE: stage},
-                        traceback_text="".join(traceback.format_exception(exc)))
+        with recorder.tracker.fail_fast():
+            recorder.finish(status, tags={TAG_FAILED_STAGE: stage},
+                            traceback_text="".join(traceback.format_exception(exc)))
     except Exception as close_exc:  # the store itself failed: nothing more can be written
         logger.error("could not mark run %s %s: %s", recorder.parent_id, status, close_exc)
