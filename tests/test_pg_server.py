@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from servers import postgres_cluster, start_mlflow_server
+from studies.periodic import PeriodicIntervalStudy
 from vampstudy.audio import synthesize_demo
 from vampstudy.tracking import TAG_PARENT, TAG_ROLE, TAG_TRIAL, Tracker
 
@@ -92,3 +93,37 @@ def test_two_studies_at_once_on_one_server(pg_server, short_clip, tmp_path):
         assert all("tokens_changed_pct" in c.data.metrics for c in children)
         assert "audio/output.wav" in tracker.list_artifacts(children[0].info.run_id, "audio")
     assert not any((tmp_path / "mlruns").glob("*")), "a study wrote to the local store"
+
+
+def test_four_ray_workers_forty_trials_no_run_lost_or_duplicated(pg_server, short_clip):
+    """4 Ray workers record 40 trials themselves on the PostgreSQL-backed server:
+    40 FINISHED children, one per trial key, none lost, none twice."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'vampstudy[ray]'")
+    from vampstudy.backends import load_backend
+    from vampstudy.executors.ray import RayExecutor
+    from vampstudy.runner import run_study
+
+    options = {"device": "cpu", "delay": 0.2}
+    spec = "vampstudy.testing:SleepyBackend"
+    backend = load_backend(spec, **options)
+    tracker = Tracker(pg_server.url)
+    study = TokenPeriodic(intervals=tuple(range(2, 12)))
+    executor = RayExecutor(workers=4)
+    result = run_study(study, backend, tracker, audio=[str(short_clip)], seeds=[0, 1, 2, 3],
+                       experiment="pg-ray", executor=executor, backend_spec=(spec, options))
+    assert executor.stats["deaths"] == 0
+    children = study_children(tracker, "pg-ray")[result.parent_run_id]
+    keys = [c.data.tags[TAG_TRIAL] for c in children]
+    assert len(children) == 40, f"{40 - len(children)} runs lost or {len(children) - 40} extra"
+    assert len(set(keys)) == 40, "a trial was recorded twice"
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert {c.info.run_id for c in children} == {o.run_id for o in result.outcomes}
+    assert all("tokens_changed_pct" in c.data.metrics for c in children)
+    assert tracker.get_run(result.parent_run_id).info.status == "FINISHED"
+
+
+class TokenPeriodic(PeriodicIntervalStudy):
+    """The periodic study without the audio fidelity metrics (cheap measurement stage)."""
+
+    name = "periodic-tokens"
+    fidelity = False
