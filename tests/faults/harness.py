@@ -1,0 +1,77 @@
+"""Shared by the fault tests and ``benchmarks/faults.py``: run a study as a real process,
+wait for it to reach a point, and count what the store holds afterwards."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from vampstudy.tracking import Tracker
+
+INTERVALS = (2, 5, 9, 13)
+
+
+def study_cmd(uri: str, audio: str, *extra: str, intervals=INTERVALS,
+              experiment: str = "periodic") -> list[str]:
+    """``vampstudy run periodic`` on the reference backend as a command line."""
+    return [sys.executable, "-m", "vampstudy.cli", "run", "periodic", "--backend", "reference",
+            "--intervals", ",".join(map(str, intervals)), "--tracking-uri", uri,
+            "--audio", audio, "--experiment", experiment, *extra]
+
+
+def wait_for_finished(uri: str, proc: subprocess.Popen, at_least: int, timeout: float = 300,
+                      experiment: str = "periodic") -> int:
+    """Poll the store until ``at_least`` condition runs are FINISHED; -1 if the process ended
+    (or the time ran out) first."""
+    deadline = time.time() + timeout
+    tracker = None
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            tracker = tracker or Tracker(uri)
+            exp = tracker.experiment_id(experiment, create=False)
+            if exp is None:
+                continue
+            n = len(tracker.find_runs(exp, {"vampstudy.role": "condition"}, ("FINISHED",)))
+        except Exception:
+            continue
+        if n >= at_least:
+            return n
+    return -1
+
+
+@dataclass
+class Census:
+    """What one experiment of a store holds after a study (and its resumes)."""
+
+    parents: int
+    parent_status: str
+    finished: int
+    lost: int           # planned trials without a FINISHED child
+    duplicated: int     # FINISHED children beyond one per trial
+    running: int        # runs left RUNNING
+    metrics: dict       # interval → metrics of its FINISHED child
+
+    @property
+    def intact(self) -> bool:
+        return (self.parents == 1 and self.parent_status == "FINISHED" and self.lost == 0
+                and self.duplicated == 0 and self.running == 0)
+
+
+def census(uri: str, n_trials: int, experiment: str = "periodic") -> Census:
+    tracker = Tracker(uri)
+    exp = tracker.experiment_id(experiment, create=False)
+    parents = tracker.find_runs(exp, {"vampstudy.role": "study"}) if exp else []
+    if not parents:
+        return Census(0, "-", 0, n_trials, 0, 0, {})
+    children = tracker.find_runs(exp, {"mlflow.parentRunId": parents[0].info.run_id})
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    keys = [c.data.tags["vampstudy.trial_key"] for c in finished]
+    every = tracker.client.search_runs([exp], max_results=5000)
+    return Census(parents=len(parents), parent_status=parents[0].info.status,
+                  finished=len(finished), lost=max(0, n_trials - len(set(keys))),
+                  duplicated=len(keys) - len(set(keys)),
+                  running=sum(r.info.status == "RUNNING" for r in every),
+                  metrics={int(c.data.params["interval"]): c.data.metrics for c in finished})

@@ -1,0 +1,258 @@
+"""Crash isolation and interruptions: nothing finished is lost, ``--resume`` completes.
+
+A failing analysis, Ctrl-C (in process and as a real SIGINT), kill -9 at seeded random
+moments, and a tracking server killed mid-study; each followed by ``--resume``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import textwrap
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from studies.periodic import PeriodicIntervalStudy
+from vampstudy.cli import main
+from vampstudy.runner import AnalysisFailed, StudyInterrupted, run_study
+from vampstudy.tracking import Tracker
+
+from harness import INTERVALS, census, study_cmd, wait_for_finished
+
+
+def _children(tracker, result_or_parent):
+    parent = getattr(result_or_parent, "parent_run_id", result_or_parent)
+    exp = tracker.get_run(parent).info.experiment_id
+    return tracker.find_runs(exp, {"mlflow.parentRunId": parent})
+
+
+class FailingAnalysis(PeriodicIntervalStudy):
+    name = "failing-analysis"
+    broken = True
+
+    def analyze(self, outcomes, session):
+        if self.broken:
+            raise ValueError("the plot went wrong")
+        return super().analyze(outcomes, session)
+
+
+class InterruptAt(PeriodicIntervalStudy):
+    name = "interrupt-at"
+    at = 9
+
+    def generate(self, trial, backend):
+        if trial.condition.params["interval"] == self.at:
+            raise KeyboardInterrupt
+        return super().generate(trial, backend)
+
+
+def test_failed_analysis_keeps_children_and_resume_redoes_only_the_analysis(
+        backend, tracker, music_3s):
+    study = FailingAnalysis(intervals=INTERVALS[:3])
+    with pytest.raises(AnalysisFailed, match="the analysis of study 'failing-analysis' failed "
+                                             "after 3 conditions") as info:
+        run_study(study, backend, tracker, audio=[str(music_3s)])
+    parent = tracker.get_run(info.value.parent_run_id)
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["vampstudy.failed_stage"] == "analyze"
+    assert "traceback.txt" in tracker.list_artifacts(parent.info.run_id)
+    children = _children(tracker, parent.info.run_id)
+    assert sorted(c.info.status for c in children) == ["FINISHED"] * 3
+    first_ids = {c.info.run_id for c in children}
+
+    study.broken = False
+    result = run_study(study, backend, tracker, audio=[str(music_3s)], resume=True)
+    assert result.parent_run_id == parent.info.run_id and result.skipped == 3
+    assert tracker.get_run(result.parent_run_id).info.status == "FINISHED"
+    assert {c.info.run_id for c in _children(tracker, result)} == first_ids  # nothing rerun
+    assert tracker.load_table(result.parent_run_id, "summary")
+
+
+def test_keyboard_interrupt_marks_runs_killed_and_resume_completes(backend, tracker, music_3s):
+    study = InterruptAt(intervals=INTERVALS)
+    with pytest.raises(StudyInterrupted, match="2 of 4 conditions finished") as info:
+        run_study(study, backend, tracker, audio=[str(music_3s)], executor="sequential")
+    parent = tracker.get_run(info.value.parent_run_id)
+    assert parent.info.status == "KILLED"
+    children = _children(tracker, parent.info.run_id)
+    assert sorted(int(c.data.params["interval"]) for c in children) == [2, 5]
+    assert {c.info.status for c in children} == {"FINISHED"}
+
+    study.at = None
+    result = run_study(study, backend, tracker, audio=[str(music_3s)], resume=True)
+    assert result.parent_run_id == parent.info.run_id and result.skipped == 2
+    children = _children(tracker, result)
+    assert sorted(int(c.data.params["interval"]) for c in children) == list(INTERVALS)
+    assert {c.info.status for c in children} == {"FINISHED"}
+
+
+STUDY_FILE = textwrap.dedent('''
+    from studies.periodic import PeriodicIntervalStudy
+
+    class Broken(PeriodicIntervalStudy):
+        """Periodic study whose analysis fails."""
+        name = "broken"
+
+        def analyze(self, outcomes, session):
+            raise ValueError("the plot went wrong")
+
+    class Interrupted(PeriodicIntervalStudy):
+        """Periodic study interrupted at interval 9."""
+        name = "interrupted"
+
+        def generate(self, trial, backend):
+            if trial.condition.params["interval"] == 9:
+                raise KeyboardInterrupt
+            return super().generate(trial, backend)
+''')
+
+
+@pytest.fixture()
+def study_file(tmp_path):
+    path = tmp_path / "my_studies.py"
+    path.write_text(STUDY_FILE)
+    return path
+
+
+def test_cli_analysis_failure_is_one_line_and_show_says_how_to_continue(
+        tmp_path, study_file, music_3s, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = CliRunner().invoke(main, ["run", f"{study_file}:Broken", "--backend", "reference",
+                                    "--intervals", "2,5", "--audio", str(music_3s),
+                                    "--tracking-uri", uri])
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output
+    error = [line for line in res.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "analysis" in error[0] and "--resume" in error[0]
+    shown = CliRunner().invoke(main, ["show", "--tracking-uri", uri])
+    assert shown.exit_code == 0, shown.output
+    assert "[FAILED]" in shown.output and "its analysis failed" in shown.output
+    assert "2 of 2 conditions finished" in shown.output and "--resume" in shown.output
+
+
+def test_cli_interrupt_exits_130_and_says_resume(tmp_path, study_file, music_3s, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = CliRunner().invoke(main, ["run", f"{study_file}:Interrupted", "--backend", "reference",
+                                    "--intervals", "2,5,9,13", "--audio", str(music_3s),
+                                    "--tracking-uri", uri])
+    assert res.exit_code == 130, res.output
+    assert "interrupted: 2 of 4 conditions finished" in res.output
+    assert "--resume" in res.output and "Aborted" not in res.output
+    tracker = Tracker(uri)
+    parent = tracker.study_runs()[0]
+    assert parent.info.status == "KILLED"
+    running = [r for r in tracker.client.search_runs([parent.info.experiment_id])
+               if r.info.status == "RUNNING"]
+    assert running == []
+
+
+# ------------------------------------------------------------------ real processes
+@pytest.fixture(scope="module")
+def reference_metrics(tmp_path_factory, music_3s):
+    """Metrics of the uninterrupted study (a real process)."""
+    tmp = tmp_path_factory.mktemp("reference")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    done = subprocess.run(study_cmd(uri, str(music_3s)), cwd=tmp, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = census(uri, len(INTERVALS))
+    assert found.intact, found
+    return found.metrics
+
+
+def _assert_complete(uri, reference_metrics):
+    found = census(uri, len(INTERVALS))
+    assert found.intact, found
+    assert found.metrics == reference_metrics
+
+
+def test_sigint_marks_killed_exits_130_and_resume_completes(tmp_path, music_3s,
+                                                           reference_metrics):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = study_cmd(uri, str(music_3s))
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert wait_for_finished(uri, proc, 1) >= 1, "the study ended before it was interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err and "Traceback" not in err
+    tracker = Tracker(uri)
+    assert tracker.study_runs()[0].info.status == "KILLED"
+    done = subprocess.run(cmd + ["--resume"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _assert_complete(uri, reference_metrics)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill_9_at_a_random_moment_then_resume(tmp_path, music_3s, reference_metrics, seed):
+    """SIGKILL at a seeded random moment after the first finished condition; --resume completes
+    it with one parent, one FINISHED child per condition and the uninterrupted run's metrics.
+    (benchmarks/faults.py does this at 20 moments.)"""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = study_cmd(uri, str(music_3s))
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for_finished(uri, proc, 1) >= 1
+        time.sleep(random.Random(seed).uniform(0.0, 3.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if proc.returncode == -signal.SIGKILL:
+        parent = Tracker(uri).study_runs()[0]
+        assert parent.info.status == "RUNNING"   # its process is dead: `show` must say so
+        shown = CliRunner().invoke(main, ["show", "--tracking-uri", uri])
+        assert f"interrupted: its process {parent.data.tags['vampstudy.pid']} is gone" in shown.output
+    done = subprocess.run(cmd + ["--resume"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _assert_complete(uri, reference_metrics)
+
+
+def test_tracking_server_killed_mid_study_then_resume(tmp_path, music_3s, reference_metrics):
+    from servers import start_mlflow_server
+
+    store = f"sqlite:///{tmp_path / 'server.db'}"
+    artifacts = tmp_path / "artifacts"
+    env = dict(os.environ, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_TIMEOUT="10",
+               MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1")
+    server = start_mlflow_server(store, artifacts)
+    try:
+        proc = subprocess.Popen(study_cmd(server.url, str(music_3s)), cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert wait_for_finished(server.url, proc, 1) >= 1
+            server.kill()
+            out, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        server.stop()
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "--resume" in errors[0], err[-3000:]
+
+    server = start_mlflow_server(store, artifacts)
+    try:
+        done = subprocess.run(study_cmd(server.url, str(music_3s), "--resume"), cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        _assert_complete(server.url, reference_metrics)
+    finally:
+        server.stop()
