@@ -49,6 +49,9 @@ def _errors(fn):
             raise click.ClickException(str(exc)) from exc
         except VampstudyError as exc:
             raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted (exit 130)", err=True)
+            sys.exit(130)
     return wrapper
 
 
@@ -183,6 +186,23 @@ def _study_command(entry, invoked_name: str) -> click.Command:
                           "visqol-python)."),
         click.Option(["--check"], is_flag=True,
                      help="Run `vampstudy check` on the backend first; stop if a check FAILs."),
+        click.Option(["--executor"], type=click.Choice(["pipelined", "sequential", "ray"]),
+                     default="pipelined", show_default=True,
+                     help="How trials run: pipelined (the next model call overlaps the last "
+                          "trial's measurement and logging), sequential (one at a time, for "
+                          "debugging), ray (a pool of Ray workers; `pip install vampstudy[ray]`)."),
+        click.Option(["--workers"], type=click.IntRange(min=1), default=None, metavar="N",
+                     help="--executor ray: worker processes, each loading the backend once "
+                          "[default: 2]."),
+        click.Option(["--gpus-per-worker"], type=click.FloatRange(min=0), default=None,
+                     metavar="G", help="--executor ray: GPUs per worker; a fraction lets "
+                                       "workers share a GPU [default: 0]."),
+        click.Option(["--address"], default=None, metavar="auto|ray://HOST:PORT",
+                     help="--executor ray: join a running Ray cluster [default: start a local "
+                          "Ray for this command]."),
+        click.Option(["--max-retries"], type=click.IntRange(min=0), default=None, metavar="N",
+                     help="--executor ray: retries of a trial whose worker died (killed, out "
+                          "of memory) [default: 2]."),
         click.Option(["--max-seconds"], type=click.FloatRange(min=0, min_open=True),
                      default=DEFAULT_MAX_SECONDS, show_default=True, metavar="S",
                      help="Refuse inputs longer than this (read from the file header, before "
@@ -247,12 +267,13 @@ def _apply_config(ctx, cls, path, study_kwargs: dict, runner: dict) -> None:
 
 
 def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats, experiment,
-         resume, config, check, visqol, max_seconds, dry_run, **rest):
-    from .runner import StudyFailed, run_study
+         resume, config, check, visqol, max_seconds, dry_run, executor, **rest):
+    from .runner import StudyFailed, StudyInterrupted, run_study
     from .study import Study
     from .tracking import Tracker
 
     ckpts = {k: rest.pop(k) for k in VAMPNET_ONLY}
+    executor_opts = {k: rest.pop(k) for k in EXECUTOR_OPTIONS if k in rest}
     study_kwargs = rest
     runner = {"audio": audio, "seed": seed, "seeds": seeds, "backend": backend, "device": device,
               "experiment": experiment}
@@ -305,15 +326,45 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
             result = run_study(study, b, tracker, audio=audio, seeds=seed_list,
                                experiment=experiment, resume=resume, progress=progress,
                                check_status=check_status,
+                               executor=_make_executor(executor, executor_opts),
+                               backend_spec=(b.name if backend == "auto" else backend,
+                                             {"device": device, **{k: v for k, v in ckpts.items() if v}}),
                                resolved_config={**study.get_params(), "backend": b.name,
                                                 "device": device,
                                                 "audio": list(audio), "seeds": seed_list})
             failure = None
         except StudyFailed as exc:
             result, failure = exc.result, exc
+        except StudyInterrupted as exc:
+            bar.render_finish()
+            click.echo(f"\n{exc}.\nContinue it with:  {_resume_command()}", err=True)
+            sys.exit(130)
     _report(tracker, result)
     if failure is not None:
         raise click.ClickException(str(failure))
+
+
+#: Options of the executors other than --executor itself (added by executors' own option sets).
+EXECUTOR_OPTIONS = ("workers", "gpus_per_worker", "address", "max_retries")
+
+
+def _make_executor(name: str, options: dict):
+    from .execute import make_executor
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if given and name != "ray":
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise click.UsageError(f"{flags} only apply to --executor ray (executor is {name})")
+    return make_executor(name, **given)
+
+
+def _resume_command() -> str:
+    """The command line that was run, with ``--resume`` (to continue an interrupted study)."""
+    import shlex
+
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    prog = sys.argv[0] if sys.argv[0].endswith("vampstudy") else "vampstudy"
+    return " ".join(shlex.quote(a) for a in [prog, *args, "--resume"])
 
 
 def _check_inputs(audio, max_seconds):
@@ -321,10 +372,11 @@ def _check_inputs(audio, max_seconds):
     from .audio import check_inputs
 
     skipped: list = []
-    inputs = check_inputs(audio, max_seconds, skipped=skipped)
-    for path, why in skipped:
-        click.echo(f"skipped {path}: {why}", err=True)
-    return inputs
+    try:
+        return check_inputs(audio, max_seconds, skipped=skipped)
+    finally:  # also when a file is refused: say what was left out
+        for path, why in skipped:
+            click.echo(f"skipped {path}: {why}", err=True)
 
 
 def _print_plan(study, inputs, seeds, experiment) -> None:
@@ -469,26 +521,38 @@ def list_cmd():
 @main.command()
 @tracking_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--experiment", default=None, help="Experiment whose runs URL to print.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server worker processes (more for a UI shared by many people).")
 @_errors
-def ui(tracking_uri, host, port, experiment):
+def ui(tracking_uri, host, port, experiment, workers):
     """Start the MLflow UI on the same store (loopback by default) and print its URL.
+
+    The server runs in its own process group; Ctrl-C or SIGTERM stops all of it.
+    Exit code: 130 after Ctrl-C, 143 after SIGTERM, 1 if the port is busy or the
+    server never served, else the server's own.
 
     \b
     Example:
         vampstudy ui --port 5001
     """
+    from .serve import check_port, run_server
     from .tracking import Tracker, ui_command
 
     tracker = Tracker(tracking_uri)
     exp_id = tracker.experiment_id(experiment, create=False) if experiment else None
     if exp_id is None:
         exp_id = tracker.latest_study_experiment()
-    click.echo(f"MLflow UI for {tracker.uri}\n  open {tracker.ui_url(exp_id, host, port)}\n"
-               "  (runs table with nested runs; Ctrl-C to stop)")
-    proc = subprocess.run(ui_command(tracker, host, port))
-    sys.exit(proc.returncode)
+    check_port(host, port)
+    click.echo(f"starting the MLflow UI for {tracker.uri} on {host}:{port} …", err=True)
+
+    def ready():
+        click.echo(f"MLflow UI for {tracker.uri}\n  open {tracker.ui_url(exp_id, host, port)}\n"
+                   "  (runs table with nested runs; Ctrl-C to stop)")
+
+    cmd = ui_command(tracker, host, port) + ["--workers", str(workers)]
+    sys.exit(run_server(cmd, host, port, ready))
 
 
 # ----------------------------------------------------------------- show
@@ -514,10 +578,19 @@ def show(run_id, wide, tracking_uri):
     click.echo(f"{info.run_name}  [{info.status}]  run {info.run_id}")
     click.echo(f"backend: {run.data.params.get('backend', '?')} — "
                f"{run.data.params.get('backend_description', '')}")
+    if info.status != "FINISHED":
+        from .record import study_state
+
+        children = tracker.find_runs(info.experiment_id, {"mlflow.parentRunId": info.run_id},
+                                     ("FINISHED",))
+        for line in study_state(run, len(children)):
+            click.echo(line)
     try:
         rows = tracker.load_table(info.run_id, "summary")
     except Exception as exc:
-        raise click.ClickException(f"run {info.run_id} has no summary table yet "
+        if info.status != "FINISHED":
+            return  # said above what happened and how to continue
+        raise click.ClickException(f"run {info.run_id} has no summary table "
                                    f"(status {info.status})") from exc
     click.echo(format_table(rows if wide else compact_columns(rows), drop_empty=True))
     try:

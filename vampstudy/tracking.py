@@ -49,6 +49,9 @@ TAG_CONDITION = "vampstudy.condition_key"
 TAG_CHECK = "vampstudy.last_check"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_NOTE = "mlflow.note.content"
+TAG_LATEST_VIEW = "vampstudy.latest_view"  # experiment tag: key of the newest saved runs view
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # MLflow UI: experiment tag of a shared view
+VIEW_URL_PARAM = "viewStateShareKey"         # MLflow UI: URL parameter naming that view
 
 
 def default_store(root: str | Path | None = None) -> tuple[str, str]:
@@ -170,12 +173,41 @@ class Tracker:
             self.client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
 
-    def ui_url(self, experiment_id: str | None, host: str = "127.0.0.1", port: int = 5000) -> str:
-        """The classic runs table (MLflow 3's UI opens the GenAI view otherwise)."""
+    def ui_url(self, experiment_id: str | None, host: str = "127.0.0.1", port: int = 5000,
+               view_key: str | None = None) -> str:
+        """The classic runs table (MLflow 3's UI opens the GenAI view otherwise), opened on the
+        saved view ``view_key`` (:meth:`save_view`) when given."""
         base = f"http://{host}:{port}/"
         if experiment_id is None:
             return base
-        return f"{base}#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        url = f"{base}#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        return f"{url}&{VIEW_URL_PARAM}={view_key}" if view_key else url
+
+    def save_view(self, experiment_id: str, state: dict, key: str, name: str = "") -> str:
+        """Store a runs-view state (columns, sort, charts; see :mod:`vampstudy.views`) as the
+        MLflow UI's shared view ``key`` and mark it the experiment's latest; returns ``key``.
+
+        MLflow's UI reads the experiment tag ``mlflow.sharedViewState.<key>`` when the URL
+        carries ``viewStateShareKey=<key>``; the value is a saved-view envelope
+        ``{"name", "createdAt", "state"}`` whose ``state`` is the view as JSON text.
+        """
+        envelope = {"name": name or key, "createdAt": int(time.time() * 1000),
+                    "state": json.dumps(state, separators=(",", ":"))}
+        self.client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key,
+                                       json.dumps(envelope, separators=(",", ":")))
+        self.client.set_experiment_tag(experiment_id, TAG_LATEST_VIEW, key)
+        return key
+
+    def load_view(self, experiment_id: str, key: str) -> dict | None:
+        """The state saved by :meth:`save_view` under ``key`` (None when absent)."""
+        value = self.client.get_experiment(experiment_id).tags.get(VIEW_TAG_PREFIX + key)
+        return None if value is None else json.loads(json.loads(value)["state"])
+
+    def latest_view(self, experiment_id: str | None) -> str | None:
+        """The key of the view saved last on the experiment (None when there is none)."""
+        if experiment_id is None:
+            return None
+        return self.client.get_experiment(experiment_id).tags.get(TAG_LATEST_VIEW)
 
     # ------------------------------------------------------------- runs
     def start_run(self, experiment_id: str, run_name: str, tags: dict,
@@ -239,6 +271,56 @@ class Tracker:
         writer.writeheader()
         writer.writerows(rows)
         self.log_text(run_id, buf.getvalue(), f"{name}.csv")
+
+    def fail_fast(self):
+        """A context in which HTTP calls to a tracking server are not retried for minutes
+        (for closing runs after the server went away)."""
+        return _short_http_retries()
+
+    # ------------------------------------------------------ batched writes
+    def log_run_batch(self, run_id: str, params: dict | None = None, metrics: dict | None = None,
+                      series: dict | None = None, tags: dict | None = None,
+                      files: dict[str, bytes] | None = None, skip_existing_params: bool = True) -> None:
+        """Params, metrics, series and tags in as few ``log_batch`` calls as MLflow allows, and
+        every file (artifact path → bytes) in one ``log_artifacts`` upload."""
+        params = params or {}
+        if params and skip_existing_params:
+            existing = self.client.get_run(run_id).data.params
+            params = {k: v for k, v in params.items() if k not in existing}
+        items_p = [Param(k, _plain(v)[:PARAM_MAX]) for k, v in params.items()]
+        now = int(time.time() * 1000)
+        items_m = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()
+                   if v is not None and np.isfinite(float(v))]
+        for name, values in (series or {}).items():
+            items_m += [Metric(name, float(v), now, i) for i, v in enumerate(values)
+                        if np.isfinite(float(v))]
+        items_t = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        first = True
+        while first or items_p or items_m:
+            first = False
+            self.client.log_batch(run_id, metrics=items_m[:1000], params=items_p[:100],
+                                  tags=items_t)
+            items_m, items_p, items_t = items_m[1000:], items_p[100:], []
+        if files:
+            with tempfile.TemporaryDirectory() as tmp:
+                for path, data in files.items():
+                    local = Path(tmp) / path
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    local.write_bytes(data)
+                self.client.log_artifacts(run_id, tmp)
+
+    @staticmethod
+    def figure_bytes(figure, dpi="figure") -> bytes:
+        """A matplotlib figure as PNG bytes (then closed)."""
+        buf = io.BytesIO()
+        figure.savefig(buf, format="png", dpi=dpi)
+        return buf.getvalue()
+
+    @staticmethod
+    def arrays_bytes(arrays: dict) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        return buf.getvalue()
 
     # ----------------------------------------------------------- search
     def find_runs(self, experiment_id: str, tags: dict, statuses: tuple[str, ...] = ()) -> list:
