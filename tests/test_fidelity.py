@@ -131,7 +131,8 @@ def _direct_metrics(reference, estimate):
     a_full, b_full = mono(reference), mono(estimate)
     n = min(len(a_full), len(b_full))
     a, b = a_full[:n], b_full[:n]
-    mel = float(MelSpectrogramLoss()(AudioSignal(b[None, None], SR), AudioSignal(a[None, None], SR)))
+    mel = float(MelSpectrogramLoss()(AudioSignal(b[None, None], SR),
+                                     AudioSignal(a[None, None], SR)))
     ca = librosa.feature.chroma_stft(y=a, sr=SR, hop_length=2048)
     cb = librosa.feature.chroma_stft(y=b, sr=SR, hop_length=2048)
     na, nb = np.linalg.norm(ca, axis=0), np.linalg.norm(cb, axis=0)

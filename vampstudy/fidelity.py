@@ -67,9 +67,9 @@ def mel_features(audio: np.ndarray, sr: int) -> list[tuple]:
     """``(mel, log10(clamp(mel)^2))`` per resolution of ``MelSpectrogramLoss`` (torch tensors)."""
     from audiotools import AudioSignal
 
-    signal = AudioSignal(audio[None, None], sr)
     out = []
-    for n_mels, window in MEL_RESOLUTIONS:
+    for n_mels, window in MEL_RESOLUTIONS:  # a fresh signal each: its STFT cache changes shape
+        signal = AudioSignal(audio[None, None], sr)
         mel = signal.mel_spectrogram(n_mels, mel_fmin=0.0, mel_fmax=None, window_length=window,
                                      hop_length=window // 4, window_type=None)
         out.append((mel, mel.clamp(MEL_CLAMP_EPS).pow(MEL_POW).log10()))
