@@ -48,8 +48,9 @@ class ExitingBackend(SleepyBackend):
         return super().vamp(codes, mask, seed=seed, **options)
 
 
-def ray_processes_of(pid: int) -> list[str]:
-    """Command lines of Ray processes descending from ``pid`` (via /proc)."""
+def ray_processes_of(pid: int, with_pid: bool = False) -> list[str]:
+    """Command lines (``PID cmdline`` with ``with_pid``) of Ray processes descending from
+    ``pid`` (via /proc)."""
     children: dict[int, list[int]] = {}
     cmdlines: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -69,7 +70,7 @@ def ray_processes_of(pid: int) -> list[str]:
     while todo:
         p = todo.pop()
         if "ray" in cmdlines.get(p, ""):
-            found.append(cmdlines[p][:120])
+            found.append((f"{p} " if with_pid else "") + cmdlines[p][:120])
         todo += children.get(p, [])
     return found
 
@@ -253,3 +254,51 @@ def test_more_gpus_than_the_machine_has_is_a_clear_error(ray_session):
         pytest.skip("this machine has GPUs")
     with pytest.raises(Exception, match="--gpus-per-worker"):
         executor._connect()
+
+
+def test_ctrl_c_kills_the_workers_and_marks_open_runs_killed(clip, tmp_path):
+    """SIGINT to the command's process group (a terminal's Ctrl-C) mid-study: exit 130, the
+    study KILLED, finished children kept, and no Ray process left behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vampstudy.cli", "run", "periodic", "--backend", SLEEPY,
+         "--intervals", ",".join(str(i) for i in range(2, 42)), "--audio", str(clip),
+         "--executor", "ray", "--workers", "2", "--tracking-uri", uri],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    tracker = Tracker(uri)
+    deadline = time.monotonic() + 300
+    kids, ray_pids = [], []
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(1)
+        ray_pids = ray_pids or [int(l.split()[0]) for l in _ray_pids_of(proc.pid)]
+        exp = tracker.experiment_id("periodic", create=False)
+        parents = tracker.find_runs(exp, {TAG_ROLE: "study"}) if exp else []
+        kids = children_of(tracker, parents[0].info.run_id) if parents else []
+        if any(k.info.status == "FINISHED" for k in kids):
+            break
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    assert ray_pids, "no Ray processes were seen under the command"
+    os.killpg(proc.pid, signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-3000:]
+    (parent,) = tracker.find_runs(tracker.experiment_id("periodic", create=False), {TAG_ROLE: "study"})
+    assert parent.info.status == "KILLED"
+    kids = children_of(tracker, parent.info.run_id)
+    assert 1 <= len(kids) < 40
+    assert {k.info.status for k in kids} <= {"FINISHED", "KILLED"}
+    time.sleep(2)
+    alive = [p for p in ray_pids if Path(f"/proc/{p}").exists()
+             and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[:1]]
+    assert alive == [], f"Ray processes {alive} survived Ctrl-C"
+
+
+def _ray_pids_of(pid: int) -> list[str]:
+    """'PID cmdline' of Ray processes under ``pid`` (see ray_processes_of)."""
+    return ray_processes_of(pid, with_pid=True)

@@ -234,16 +234,17 @@ class RayExecutor(Executor):
         where = f"the Ray cluster at {self.address}" if self.address else "this machine"
         for resource, per in (("GPU", self.gpus_per_worker), ("CPU", self.cpus_per_worker)):
             need, have = self.workers * per, float(total.get(resource, 0.0))
-            if per > 0 and need > have + 1e-9:
-                fits = int(have // per)
-                option = "--gpus-per-worker" if resource == "GPU" else "--workers"
-                raise ConfigError(f"{self.workers} workers × {per:g} {resource} = {need:g} "
-                                  f"{resource}s, but {where} has {have:g}; use --workers "
-                                  f"{max(fits, 1) if fits else 'N'}"
-                                  + (" or a smaller --gpus-per-worker" if resource == "GPU" else "")
-                                  + ("" if fits or resource != "GPU" else
-                                     " with --gpus-per-worker 0 (no GPU here)"),
-                                  option=option)
+            if per <= 0 or need <= have + 1e-9:
+                continue
+            fits = int(have // per)
+            if resource == "GPU":
+                hint = (f"use --workers {fits} or a smaller --gpus-per-worker" if fits else
+                        "use --gpus-per-worker 0 (no GPU there)")
+            else:
+                hint = f"use --workers {max(fits, 1)}"
+            raise ConfigError(f"{self.workers} workers × {per:g} {resource} = {need:g} "
+                              f"{resource}s, but {where} has {have:g}; {hint}",
+                              option="--gpus-per-worker" if resource == "GPU" else "--workers")
 
     def _new_actor(self, payload_ref):
         # a local Ray's workers import what the driver imports (tests, studies next to a script)
