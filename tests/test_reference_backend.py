@@ -157,3 +157,36 @@ def test_trace_records_the_cosine_schedule_without_changing_output(backend, code
     backend.vamp(codes_3s, masks, batch_size=2, seed=5)
     assert len(trace.calls) == 2                           # nothing recorded after the block
     assert backend._trace is None
+
+
+# ------------------------------------------------------------------ windows (linear cost)
+def test_windows_are_equal_and_cover_the_clip(backend):
+    assert backend.windows(575) == [(0, 575)]                 # 10 s: one window, as before
+    spans = backend.windows(1200)
+    assert spans == [(0, 400), (400, 800), (800, 1200)]
+    assert load_backend("reference", device="cpu", window_s=1.0).windows(173) == [
+        (0, 58), (58, 115), (115, 173)]
+    with pytest.raises(ConfigError, match="window_s"):
+        load_backend("reference", device="cpu", window_s=0)
+
+
+def test_long_clips_are_sampled_window_by_window(codes_3s):
+    """Each window is its own clip: its tokens come from its own frames, on its own schedule."""
+    from vampstudy.backends.trace import cosine_schedule
+
+    small = load_backend("reference", device="cpu", window_s=1.0)
+    whole = load_backend("reference", device="cpu", window_s=60.0)
+    torch.manual_seed(2)
+    mask = small.build_mask(codes_3s, periodic_prompt=5)
+    with small.trace_sampling() as trace:
+        out = small.vamp(codes_3s, mask, seed=3)
+    assert torch.equal(out[mask == 0], codes_3s[mask == 0])
+    assert not torch.equal(out, whole.vamp(codes_3s, mask, seed=3))
+    segments = trace.calls[0].segments
+    assert [(s.start, s.stop) for s in segments] == small.windows(codes_3s.shape[-1])
+    for seg in segments:
+        n = int(mask[0, :, seg.start:seg.stop].sum())
+        assert seg.item(0) == [n] + cosine_schedule(n, 12, keep_one=False)
+        for c in range(14):
+            own = set(codes_3s[0, c, seg.start:seg.stop].tolist())
+            assert set(out[0, c, seg.start:seg.stop].tolist()) <= own

@@ -23,6 +23,12 @@ that results labelled ``backend=reference`` can be compared against each other.
   later choices condition on earlier ones — as in a masked-token model. Less
   context (larger prompt intervals) gives flatter distributions and so more
   variation. Unmasked positions are returned bit for bit.
+* Long clips are sampled in windows of at most ``window_s`` seconds (10 s,
+  like VampNet's coarse chunks), each an independent clip with its own
+  corpus and schedule, so the sampler's cost per audio second and its working
+  memory stay flat however long the clip is (the frame scoring is quadratic in
+  the window, not the clip). A clip of one window or less is sampled exactly as
+  a whole, as before windows existed.
 """
 
 from __future__ import annotations
@@ -58,6 +64,9 @@ class ReferenceBackend(Backend):
         means sharper matching.
     exclude_radius : int
         Frames this close to a position are never copied from.
+    window_s : float
+        Longest stretch, in seconds, sampled as one piece; longer clips are cut
+        into equal windows no longer than this (VampNet's coarse chunk: 10 s).
     """
 
     name = "reference"
@@ -66,14 +75,17 @@ class ReferenceBackend(Backend):
     _trace: SamplingTrace | None = None
 
     def __init__(self, device: str = "auto", context_width: int = 4, context_scale: float = 100.0,
-                 exclude_radius: int = 2):
+                 exclude_radius: int = 2, window_s: float = 10.0):
         if context_width < 0 or exclude_radius < 0 or context_scale <= 0:
             raise ConfigError("reference backend: context_width and exclude_radius must be >= 0 "
                               "and context_scale > 0")
+        if not window_s > 0:
+            raise ConfigError(f"reference backend: window_s must be > 0 seconds, got {window_s}")
         self.device = resolve_device(device)
         self.context_width = int(context_width)
         self.context_scale = float(context_scale)
         self.exclude_radius = int(exclude_radius)
+        self.window_s = float(window_s)
         self.codec = ReferenceCodec()
         self.sample_rate = self.codec.sample_rate
         self.hop_length = self.codec.hop_length
@@ -82,7 +94,14 @@ class ReferenceBackend(Backend):
 
     def options(self) -> dict:
         return {"context_width": self.context_width, "context_scale": self.context_scale,
-                "exclude_radius": self.exclude_radius}
+                "exclude_radius": self.exclude_radius, "window_s": self.window_s}
+
+    def windows(self, n_steps: int) -> list[tuple[int, int]]:
+        """``[start, stop)`` of the equal windows (≤ ``window_s``) a clip is sampled in."""
+        longest = max(1, self.s2t(self.window_s))
+        n_windows = max(1, math.ceil(n_steps / longest))
+        edges = [round(i * n_steps / n_windows) for i in range(n_windows + 1)]
+        return list(zip(edges[:-1], edges[1:]))
 
     # ------------------------------------------------------------ codec
     def preprocess(self, signal: AudioSignal) -> AudioSignal:
@@ -120,8 +139,9 @@ class ReferenceBackend(Backend):
         """Record the unmasking schedule of every ``vamp`` call in the block (see the base class).
 
         The reference sampler records its own counts: one segment (group
-        ``"all"``, every codebook) per call, ``_sampling_steps`` rows (an item
-        that is done early shows 0), and ``final`` (0 when it finished).
+        ``"all"``, every codebook) per window (see :meth:`windows`) and call,
+        ``_sampling_steps`` rows (an item that is done early shows 0), and
+        ``final`` (0 when it finished).
         """
         trace = SamplingTrace()
         previous, self._trace = self._trace, trace
@@ -166,23 +186,25 @@ class ReferenceBackend(Backend):
             seed = int(torch.randint(0, 2 ** 31 - 1, (1,)).item())
         gen = torch.Generator().manual_seed(int(seed))
         steps = max(1, int(_sampling_steps))
-        counts: list[list[int]] = [[] for _ in range(batch_size)]
-        out = torch.stack([
-            self._vamp_one(codes[i], mask[i], gen, steps=steps,
-                           temperature=temperature, mask_temperature=mask_temperature,
-                           typical_filtering=typical_filtering, typical_mass=typical_mass,
-                           typical_min_tokens=typical_min_tokens, top_p=top_p,
-                           sample_cutoff=sample_cutoff, counts=counts[i])
-            for i in range(batch_size)
-        ]).to(device)
+        windows = self.windows(codes.shape[-1])
+        counts = [[[] for _ in windows] for _ in range(batch_size)]   # [item][window][step]
+        out = codes.clone()
+        for i in range(batch_size):
+            for w, (start, stop) in enumerate(windows):
+                out[i, :, start:stop] = self._vamp_one(
+                    codes[i, :, start:stop], mask[i, :, start:stop], gen, steps=steps,
+                    temperature=temperature, mask_temperature=mask_temperature,
+                    typical_filtering=typical_filtering, typical_mass=typical_mass,
+                    typical_min_tokens=typical_min_tokens, top_p=top_p,
+                    sample_cutoff=sample_cutoff, counts=counts[i][w])
+        out = out.to(device)
         if self._trace is not None:
-            n_steps = codes.shape[-1]
-            segment = TraceSegment("all", 0, n_steps, steps,
-                                   masked=[[c[k] for c in counts] for k in range(steps)],
-                                   final=[c[steps] for c in counts])
+            segments = [TraceSegment("all", start, stop, steps,
+                                     masked=[[c[w][k] for c in counts] for k in range(steps)],
+                                     final=[c[w][steps] for c in counts])
+                        for w, (start, stop) in enumerate(windows)]
             self._trace.calls.append(TracedCall(batch_size, {
-                "_sampling_steps": steps, "seed": seed, "temperature": temperature},
-                [segment]))
+                "_sampling_steps": steps, "seed": seed, "temperature": temperature}, segments))
         if return_mask:
             return out, mask.clone()
         return out
