@@ -69,3 +69,18 @@ def vampnet_double(monkeypatch):
 def write_wav(path: Path, samples: np.ndarray, sr: int = 44100) -> Path:
     sf.write(path, samples, sr, subtype="PCM_16")
     return path
+
+REPO_STORE = Path(__file__).resolve().parent.parent / "mlruns"
+
+
+def _store_files() -> set[str]:
+    return {str(p.relative_to(REPO_STORE)) for p in REPO_STORE.rglob("*")} if REPO_STORE.exists() else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_store_untouched():
+    """No test writes into the repository's own mlruns/ (tests use temporary stores only)."""
+    before = _store_files()
+    yield
+    added = sorted(_store_files() - before)
+    assert not added, f"tests wrote into the repository's mlruns/: {added[:10]}"

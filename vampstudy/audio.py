@@ -13,7 +13,6 @@ import glob
 import hashlib
 import io
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -346,6 +345,9 @@ def check_audible(signal: AudioSignal, label: str) -> float:
     """
     mono = signal.clone().to_mono()
     peak = float(mono.audio_data.abs().max())
+    if peak > 0 and float((mono.audio_data - mono.audio_data.mean()).abs().max()) < 1e-6 * peak:
+        raise AudioError(f"{label} holds only a constant (DC) offset of {float(mono.audio_data.mean()):.3g}, "
+                         "which is silent; pass a clip with audible sound")
     loudness = float(mono.loudness().max()) if peak > 0 else float("-inf")
     if not np.isfinite(loudness) or loudness <= MIN_LOUDNESS_LUFS:
         shown = "-inf" if not np.isfinite(loudness) else f"{loudness:.1f}"

@@ -56,6 +56,8 @@ def check_tracking_uri(uri: str) -> str:
                             "or http://host:port, or leave it out to use ./mlruns")
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
+    if text == "databricks" or text.startswith("databricks://"):  # MLflow's Databricks profiles
+        return text
     if not scheme or len(scheme) == 1:  # a plain path (or a Windows drive letter)
         p = Path(text)
         what = "a folder" if p.is_dir() or p.suffix.lower() not in _DB_SUFFIXES else "a file path"
