@@ -159,3 +159,56 @@ def test_repeats_is_seeds_zero_to_n(cli, music_3s):
     assert sorted(c.data.params["seed"] for c in children) == ["0", "1"]
     both = cli("run", "periodic", "--seeds", "1,2", "--repeats", "2")
     assert both.exit_code == 2 and "not both" in both.output
+
+
+# ------------------------------------------- validation before any run (issue 10, item 7)
+@pytest.mark.parametrize("study,option,value,needle", [
+    ("random-mask", "--intensities", "1.5", "must be a number in [0, 1], got 1.5"),
+    ("random-mask", "--intensities", "0.1,nan", "must be a number in [0, 1], got nan"),
+    ("random-mask", "--intensities", "0.1,abc", "'abc' is not a valid float"),
+    ("dropout", "--dropouts", "-0.1", "must be a number in [0, 1]"),
+    ("codebook-depth", "--depths", "1,15", "must be an integer in 1..14, got 15"),
+    ("prompt-width", "--widths", "0,1", "must be an integer >= 1, got 0"),
+    ("onset-prompt", "--widths", "2,2", "lists a value twice"),
+    ("temperature", "--temperatures", "-1", "must be a number >= 0, got -1.0"),
+    ("inpainting", "--context-s", "-0.5", "must be a number >= 0, got -0.5"),
+    ("prompt-width", "--periodic-prompt", "-3", "must be an integer >= 0, got -3"),
+    ("periodic", "--dropout", "2", "must be in [0, 1], got 2.0"),
+    ("periodic", "--tempo", "0", "must be a positive BPM"),
+    ("sweep", "--param", "temperature=0.5,abc", "temperature must be a number >= 0, got 'abc'"),
+    ("sweep", "--param", "temperatur=0.5", "unknown option 'temperatur'; choose from"),
+    ("sweep", "--param", "top_p=1.2", "top_p must be a number in [0, 1] or none, got 1.2"),
+])
+def test_bad_values_are_usage_errors_before_any_run(cli, tmp_path, study, option, value, needle):
+    result = cli("run", study, "--backend", "reference", option, value)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output and needle in result.output
+    assert "--resume" not in result.output
+    assert not (tmp_path / "mlruns").exists()  # refused before any store or run was created
+
+
+def test_every_builtin_study_default_passes_validation_and_dry_run_creates_nothing(cli, tmp_path,
+                                                                                   music_3s):
+    from vampstudy.registry import registered
+
+    for name in registered():
+        result = cli("run", name, "--backend", "reference", "--dry-run", "--seeds", "0,1",
+                     "--audio", str(music_3s))
+        assert result.exit_code == 0, (name, result.output)
+        assert "1 clips ×" in result.output and "× 2 seeds" in result.output, result.output
+    assert "music.wav  3.00 s, 44100 Hz, 1 ch" in result.output
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_dry_run_counts_conditions(cli):
+    result = cli("run", "sweep", "--backend", "reference", "--dry-run",
+                 "--param", "periodic_prompt=3,7", "--param", "upper_codebook_mask=1,2,3")
+    assert result.exit_code == 0, result.output
+    assert "6 conditions" in result.output and "= 6 runs" in result.output
+
+
+def test_help_shows_real_defaults_never_none(cli):
+    for study in ("periodic", "sweep", "random-mask"):
+        result = cli("run", study, "--help")
+        assert "(None)" not in result.output and "[default: None]" not in result.output
+    assert "[default: 3]" in cli("run", "periodic", "--help").output
