@@ -8,6 +8,10 @@ Two parts:
   1, 2, 4, 8 workers with ``--trials-per-worker`` trials per worker. This measures the
   framework — dispatch, shipping results, recording every child run (driver-side, to a
   sqlite store) — and not this machine's cores. Goal: efficiency >= 0.9 up to 8 workers.
+  The default delay is 2 s because the driver writes each child run to sqlite itself
+  (about 0.15–0.3 s per run on a busy 2-core machine): with 1 s calls, 8 workers deliver
+  runs faster than one driver records them (``--delay 1`` shows it); with a tracking
+  server the workers record in parallel instead.
 * **reference backend** — the full periodic study (audio metrics, figures) with the
   CPU-bound reference backend, sequential (no Ray) vs Ray with 1 and 2 workers: what
   this machine's cores give.
@@ -65,6 +69,12 @@ def latency_study(intervals):
                                       "mask": staged.mask.cpu().numpy()})
             return self.measure(trial, outcome, backend)
 
+        def analyze(self, outcomes, session):   # the summary table only (not timed anyway)
+            from vampstudy.study import Summary
+            from vampstudy.summary import standard_tables
+
+            return Summary(tables=standard_tables(outcomes, ["tokens_changed_pct", "mask_density"]))
+
     return LatencyStudy(intervals=tuple(intervals))
 
 
@@ -121,8 +131,8 @@ def table(rows: list[dict], base: dict | None) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", default="1,2,4,8", help="worker counts (latency-bound part)")
-    p.add_argument("--delay", type=float, default=1.0, help="seconds per vamp of sleepy-test")
-    p.add_argument("--trials-per-worker", type=int, default=6)
+    p.add_argument("--delay", type=float, default=2.0, help="seconds per vamp of sleepy-test")
+    p.add_argument("--trials-per-worker", type=int, default=10)
     p.add_argument("--no-reference", action="store_true", help="skip the reference-backend part")
     p.add_argument("--output", default=str(RESULTS), help="where to save the table ('' = don't)")
     args = p.parse_args(argv)
@@ -191,17 +201,30 @@ def main(argv=None) -> int:
             def study():
                 return PeriodicIntervalStudy(intervals=(3, 7, 20))
             spec = ("reference", {"device": "cpu"})
+            # warm-up, untimed: first-use costs (imports, librosa's numba compilation, cached on
+            # disk for the workers too) would otherwise land on whichever row runs first
+            timed_local(PeriodicIntervalStudy(intervals=(3,)), ref, spec, clip, [0], "sequential",
+                        root, "ref-warm-up")
             rows = []
-            r = timed_local(study(), ref, spec, clip, [0, 1], "sequential", root, "ref-seq")
-            r.update(workers=0, label="sequential (no Ray)")
-            rows.append(r)
+            import torch
+
+            threads = torch.get_num_threads()
+            for n_threads in sorted({threads, 1}, reverse=True):
+                torch.set_num_threads(n_threads)   # Ray workers compute with 1 thread each
+                r = timed_local(study(), ref, spec, clip, [0, 1], "sequential", root,
+                                f"ref-seq-{n_threads}")
+                r.update(workers=0, label=f"sequential, {n_threads} thr")
+                rows.append(r)
+            torch.set_num_threads(threads)
             for n in (1, 2):
                 r = one_run(study(), ref, spec, clip, [0, 1], RayExecutor(workers=n), root,
                             f"ref-ray-{n}")
                 r.update(workers=n, label="ray")
                 rows.append(r)
-            for line in table(rows, rows[1]):
+            for line in table(rows, rows[-2]):
                 say(line)
+            say("(sequential: no Ray, in this process with torch's default thread count, then "
+                "with 1 thread as each Ray worker uses)")
     finally:
         if ray.is_initialized():
             ray.shutdown()
