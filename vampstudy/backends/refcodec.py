@@ -144,12 +144,46 @@ class ReferenceCodec:
         logmel = torch.log(self.fb_avg @ power + self.floor)
         return self.dct @ logmel
 
-    def synthesize(self, cepstra: torch.Tensor) -> torch.Tensor:
-        """Cepstra ``(batch, n_mels, T)`` → audio ``(batch, 1, T * hop)``."""
+    def synthesize(self, cepstra: torch.Tensor, block_frames: int | None = None,
+                   margin: int = 16) -> torch.Tensor:
+        """Cepstra ``(batch, n_mels, T)`` → audio ``(batch, 1, T * hop)``.
+
+        With ``block_frames``, a longer clip is synthesised block by block
+        (each with ``margin`` frames of context either side, its phases
+        continuing the clip's frame clock) and the blocks are cross-faded over
+        ``margin * hop`` samples, so memory stays bounded by the block; a clip
+        of at most ``block_frames`` frames is synthesised exactly as a whole.
+        """
+        n_steps = cepstra.shape[-1]
+        if block_frames is None or n_steps <= block_frames:
+            return self._synthesize(cepstra, 0)
+        n_blocks = math.ceil(n_steps / block_frames)      # equal blocks, each >= block_frames / 2
+        edges = [round(i * n_steps / n_blocks) for i in range(n_blocks + 1)]
+        margin = min(margin, max(0, block_frames // 2 - 1))   # the fades must fit in a block
+        hop, fade = self.hop_length, margin * self.hop_length // 2
+        out = torch.zeros(cepstra.shape[0], 1, n_steps * hop)
+        for start, stop in zip(edges[:-1], edges[1:]):
+            lo, hi = max(0, start - margin), min(n_steps, stop + margin)
+            audio = self._synthesize(cepstra[..., lo:hi], lo)
+            s0 = start * hop - (fade if start > 0 else 0)
+            s1 = stop * hop + (fade if stop < n_steps else 0)
+            piece = audio[..., s0 - lo * hop:s1 - lo * hop]
+            weight = torch.ones(s1 - s0)
+            if fade:
+                ramp = (torch.arange(2 * fade, dtype=torch.float32) + 0.5) / (2 * fade)
+                if start > 0:
+                    weight[:2 * fade] = ramp
+                if stop < n_steps:
+                    weight[-2 * fade:] = 1.0 - ramp
+            out[..., s0:s1] += piece * weight
+        return out
+
+    def _synthesize(self, cepstra: torch.Tensor, first_frame: int) -> torch.Tensor:
+        """Synthesise a stretch whose first frame is frame ``first_frame`` of the clip."""
         batch, _, n_steps = cepstra.shape
         band_power = torch.exp(self.dct.T @ cepstra) - self.floor
         magnitude = torch.sqrt(torch.clamp(self.fb_inv @ band_power.clamp_min(0), min=0))
-        frames = torch.arange(n_steps + 1, dtype=torch.float32)
+        frames = torch.arange(n_steps + 1, dtype=torch.float32) + first_frame
         phase = self.phase0[:, None] + self.phase_step[:, None] * frames[None, :]
         magnitude = torch.cat([magnitude, magnitude[..., -1:]], dim=-1)
         spec = torch.polar(magnitude, phase.expand_as(magnitude).contiguous())
@@ -197,5 +231,6 @@ class ReferenceCodec:
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         return self.quantize(self.cepstra(audio))
 
-    def decode(self, codes: torch.Tensor, n_codebooks: int | None = None) -> torch.Tensor:
-        return self.synthesize(self.dequantize(codes, n_codebooks))
+    def decode(self, codes: torch.Tensor, n_codebooks: int | None = None,
+               block_frames: int | None = None) -> torch.Tensor:
+        return self.synthesize(self.dequantize(codes, n_codebooks), block_frames)

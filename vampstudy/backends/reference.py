@@ -120,7 +120,8 @@ class ReferenceBackend(Backend):
         return codes.to(self.device)
 
     def decode(self, codes: torch.Tensor) -> AudioSignal:
-        audio = self.codec.decode(codes.cpu())
+        """Codes → audio; clips longer than ``window_s`` are synthesised in cross-faded blocks."""
+        audio = self.codec.decode(codes.cpu(), block_frames=max(1, self.s2t(self.window_s)))
         return AudioSignal(audio, self.sample_rate)
 
     # ------------------------------------------------------------- mask
