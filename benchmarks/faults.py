@@ -12,7 +12,8 @@ Faults:
   Ctrl-C         SIGINT after the first finished condition (exit 130), then --resume
   server killed  `mlflow server` SIGKILLed mid-study, restarted, then --resume
   concurrent     two studies at once on one sqlite store (different experiments)
-  bad inputs     the generated bad audio files of tests/faults: one clear line, no run left
+  inputs         the generated audio files of tests/faults/test_inputs.py: each bad one
+                 refused in one line with no run left, each odd-but-legitimate one FINISHED
 """
 
 from __future__ import annotations
@@ -145,22 +146,34 @@ def concurrent(tmp: Path, audio: str, reference: dict, n: int) -> list[dict]:
 
 
 def bad_inputs(tmp: Path) -> list[dict]:
-    """Each generated bad input through `vampstudy run`: a clean refusal or a correct run."""
-    try:
-        from bad_audio import make_bad_inputs
-    except ImportError:
-        return []
-    out = []
+    """Every generated input of tests/faults/test_inputs.py through `vampstudy run` (a real
+    process each): a bad one is refused with one line and no run; a legitimate one finishes."""
+    from test_inputs import BAD, LEGIT
+
     d = tmp / "inputs"
-    d.mkdir()
-    uri = f"sqlite:///{d / 'mlflow.db'}"
-    for case in make_bad_inputs(d / "files"):
-        path, legit = str(case[0]), bool(case[1]) if len(case) > 1 else False
-        res = _run(study_cmd(uri, path, intervals=(3,), experiment="inputs"), d, timeout=600)
-        clean = ("Traceback" not in res.stderr and res.returncode >= 0
-                 and (res.returncode == 0 if legit else res.returncode != 0))
-        running = census(uri, 0, "inputs").running if clean else 1
-        out.append({"intact": clean and running == 0, "lost": 0, "duplicated": 0})
+    files = d / "files ✗"
+    files.mkdir(parents=True)
+    cases = []
+    for name, (content, _) in BAD.items():
+        path = files / name
+        content(path) if callable(content) else path.write_bytes(content)
+        cases.append((path, False))
+    for name, make in LEGIT.items():
+        make(files / name)
+        cases.append((files / name, True))
+    out = []
+    for i, (path, legit) in enumerate(cases):
+        uri = f"sqlite:///{d / f'store{i}' / 'mlflow.db'}"
+        res = _run(study_cmd(uri, str(path), intervals=(3,), experiment="inputs"), d, timeout=600)
+        errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
+        clean = "Traceback" not in res.stderr and res.returncode >= 0 and (
+            res.returncode == 0 if legit else (res.returncode != 0 and len(errors) == 1))
+        found = census(uri, 1, "inputs") if Path(uri[len("sqlite:///"):]).exists() else None
+        running = found.running if found else 0
+        ok = clean and running == 0 and (found.intact if legit else found is None or found.parents == 0)
+        if not ok:
+            print(f"  input {path.name}: exit {res.returncode}: {res.stderr[-300:]}", file=sys.stderr)
+        out.append({"intact": ok, "lost": 0 if ok or not legit else 1, "duplicated": 0})
     return out
 
 
@@ -192,9 +205,8 @@ def main() -> None:
                      server_killed(tmp, str(audio), reference, other)),
                 _row("two studies at once on one sqlite store",
                      concurrent(tmp, str(audio), reference, other))]
-        inputs = bad_inputs(tmp)
-        if inputs:
-            rows.append(_row("bad audio input (one clear line, no run left)", inputs))
+        rows.append(_row("odd or bad audio input (bad: one line, no run; odd: FINISHED)",
+                         bad_inputs(tmp)))
     width = max(len(r[0]) for r in rows)
     print(f"{'fault':<{width}}  trials  survived  lost runs  duplicated runs")
     print(f"{'-' * width}  ------  --------  ---------  ---------------")
