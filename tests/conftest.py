@@ -70,6 +70,7 @@ def write_wav(path: Path, samples: np.ndarray, sr: int = 44100) -> Path:
     sf.write(path, samples, sr, subtype="PCM_16")
     return path
 
+
 REPO_STORE = Path(__file__).resolve().parent.parent / "mlruns"
 
 
