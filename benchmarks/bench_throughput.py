@@ -89,9 +89,13 @@ class Measured:
     out: str
 
 
+#: Extra environment of every child (``--threads`` sets the math libraries' thread counts).
+CHILD_ENV: dict[str, str] = {}
+
+
 def measure(cmd: list[str], cwd: str | None = None, timeout: float | None = None) -> Measured:
     """Run ``cmd`` as a child; its wall clock and its own peak RSS (``os.wait4``)."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHONWARNINGS="ignore", **CHILD_ENV)
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -264,6 +268,10 @@ def main() -> None:
                         help="Runs of the bare loop and the study for the ratio (median).")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="Seconds after which a child process is killed.")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="Math-library threads of every child (OMP/MKL_NUM_THREADS; the same "
+                             "for the bare loop and the study). Default: the libraries' own "
+                             "choice. 1 keeps figures sane on a machine shared with other jobs.")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--audio", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--intervals", default=None, help=argparse.SUPPRESS)
@@ -273,6 +281,9 @@ def main() -> None:
         bare_loop(args.audio, tuple(int(p) for p in args.intervals.split(",")))
         return
 
+    if args.threads:
+        CHILD_ENV.update({k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                          "OPENBLAS_NUM_THREADS")})
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - {"help", "ratio", "lengths"}
     if unknown:
@@ -280,8 +291,8 @@ def main() -> None:
     lengths = ([float(s) for s in args.lengths.split(",")] if args.lengths
                else [s for s in LENGTHS_S if not (args.quick and s == 600)])
     print(f"bench_throughput: python {platform.python_version()}, {os.cpu_count()} cores, "
-          f"{time.strftime('%Y-%m-%d %H:%M:%S')}; load average {os.getloadavg()[0]:.2f}",
-          flush=True)
+          f"{time.strftime('%Y-%m-%d %H:%M:%S')}; load average {os.getloadavg()[0]:.2f}"
+          + (f"; {args.threads} math thread(s) per process" if args.threads else ""), flush=True)
     table = Table()
     with tempfile.TemporaryDirectory(prefix="vampstudy-bench-") as tmp:
         if "help" in only:
