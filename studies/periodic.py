@@ -20,7 +20,8 @@ from vampstudy import plots
 from vampstudy.errors import ConfigError
 from vampstudy.fidelity import tempo_bpm
 from vampstudy.listening import listening_report
-from vampstudy.intervals import IntervalList, interval_tokens, is_beat, parse_interval
+from vampstudy.intervals import (IntervalList, interval_tokens, interval_warnings, is_beat,
+                                 parse_interval)
 from vampstudy.metrics import interval_ms
 from vampstudy.study import Condition, MaskingStudy, Outcome, Session, Summary, Trial
 from vampstudy.summary import STANDARD_METRICS, observations, spearman, standard_tables
@@ -119,9 +120,8 @@ class PeriodicIntervalStudy(MaskingStudy):
         first = session.clips[0].identity["sha256"]
         resolved = [self._tokens(p, first) for p in specs]
         sparse = [p for p, n in zip(specs, resolved) if int(np.ceil(shortest / n)) <= 1]
-        if sparse:
-            logger.warning("intervals %s leave at most one prompt token in the shortest clip "
-                           "(%d steps, %.2f s)", sparse, shortest, backend.t2s(shortest))
+        for warning in interval_warnings(specs, resolved, shortest, backend.t2s(shortest)):
+            logger.warning(warning)
         clip = session.clips[0]
         params = {"tokens_per_second": round(backend.tokens_per_second, 4),
                   "ms_per_token": round(backend.ms_per_token, 4),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import subprocess
 import sys
 import warnings
 
@@ -327,6 +326,7 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
                                experiment=experiment, resume=resume, progress=progress,
                                check_status=check_status,
                                executor=_make_executor(executor, executor_opts),
+                               max_seconds=max_seconds,
                                backend_spec=(b.name if backend == "auto" else backend,
                                              {"device": device, **{k: v for k, v in ckpts.items() if v}}),
                                resolved_config={**study.get_params(), "backend": b.name,
@@ -407,8 +407,44 @@ def _report(tracker, result) -> None:
     click.echo(f"\n{len(result.outcomes)} conditions finished, {len(result.failed)} failed{extra} "
                f"in {result.seconds:.1f} s. Parent run: {result.parent_run_id}")
     uri_opt = "" if tracker.uri == _default_uri() else f" --tracking-uri '{tracker.uri}'"
-    click.echo(f"Open the results:  vampstudy ui{uri_opt}\n"
-               f"  then browse {tracker.ui_url(result.experiment_id)}")
+    from .views import view_key
+
+    key = view_key(result.parent_run_id)
+    try:
+        key = key if tracker.load_view(result.experiment_id, key) is not None else None
+    except Exception:
+        key = None
+    make_ui = " (or: make ui)" if not uri_opt and _has_make_ui() else ""
+    click.echo(f"Open the results:  {_self_command()} ui{uri_opt}{make_ui}\n"
+               f"  then browse {tracker.ui_url(result.experiment_id, view_key=key)}")
+    if key:
+        click.echo(f"  charts: {tracker.ui_url(result.experiment_id, view_key=key, charts=True)}")
+
+
+def _self_command() -> str:
+    """How to call vampstudy again from this shell: ``vampstudy`` when that is what runs,
+    else the path it was started by (e.g. ``.venv/bin/vampstudy`` after ``make demo``)."""
+    import os
+    import shlex
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) != "vampstudy":
+        return "vampstudy"
+    found = shutil.which("vampstudy")
+    if found and os.path.realpath(found) == os.path.realpath(argv0):
+        return "vampstudy"
+    return shlex.quote(argv0 if os.path.dirname(argv0) else os.path.abspath(argv0))
+
+
+def _has_make_ui() -> bool:
+    """True when the current folder's Makefile has a ``ui`` target (vampstudy's own does)."""
+    from pathlib import Path
+
+    try:
+        return "\nui:" in "\n" + Path("Makefile").read_text()
+    except OSError:
+        return False
 
 
 def _default_uri() -> str:
@@ -548,7 +584,8 @@ def ui(tracking_uri, host, port, experiment, workers):
     click.echo(f"starting the MLflow UI for {tracker.uri} on {host}:{port} …", err=True)
 
     def ready():
-        click.echo(f"MLflow UI for {tracker.uri}\n  open {tracker.ui_url(exp_id, host, port)}\n"
+        url = tracker.ui_url(exp_id, host, port, view_key=tracker.latest_view(exp_id))
+        click.echo(f"MLflow UI for {tracker.uri}\n  open {url}\n"
                    "  (runs table with nested runs; Ctrl-C to stop)")
 
     cmd = ui_command(tracker, host, port) + ["--workers", str(workers)]

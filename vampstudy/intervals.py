@@ -8,9 +8,13 @@ is 29 tokens, ``beat/2`` 14, ``bar`` 115.
 
 from __future__ import annotations
 
+import difflib
 import re
 
 import click
+
+#: Spellings offered when an interval is not understood.
+EXAMPLES = ("beat", "beat/2", "2beat", "bar", "bar/2", "2bar")
 
 _BEAT = re.compile(r"^(?:(\d+(?:\.\d+)?)\s*\*?\s*)?(beat|bar)s?(?:\s*/\s*(\d+(?:\.\d+)?))?$")
 
@@ -24,9 +28,37 @@ def parse_interval(value) -> int | str:
     text = str(value).strip().lower()
     if re.fullmatch(r"[+-]?\d+", text):
         return int(text)
-    if _BEAT.match(text):
-        return text.replace(" ", "").replace("*", "")
+    if _BEAT.match(text):   # plural spellings mean the same: "2 beats" -> "2beat"
+        return re.sub(r"(beat|bar)s", r"\1", text.replace(" ", "").replace("*", ""))
     raise ValueError(value)
+
+
+def suggest(value) -> str:
+    """A hint for a near-miss (``beets`` → ``did you mean 'beat'?``), else ``""``."""
+    text = str(value).strip().lower().replace(" ", "")
+    close = difflib.get_close_matches(text, EXAMPLES, n=1, cutoff=0.5)
+    if not close:
+        stripped = re.sub(r"^[\d.]+\*?", "", text)
+        close = difflib.get_close_matches(stripped, ("beat", "bar"), n=1, cutoff=0.5)
+        close = [text[:len(text) - len(stripped)] + close[0]] if close else []
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def interval_warnings(specs, tokens, clip_steps: int, clip_seconds: float) -> list[str]:
+    """Warnings for intervals that do not fit the clip: longer than the clip (only the
+    first token is kept), or leaving at most one prompt token."""
+    longer = [f"{s}" + (f" ({n} tokens)" if is_beat(s) else "")
+              for s, n in zip(specs, tokens) if n > clip_steps]
+    sparse = [s for s, n in zip(specs, tokens) if n <= clip_steps and -(-clip_steps // n) <= 1]
+    out = []
+    if longer:
+        out.append(f"interval {', '.join(longer)} exceeds the clip ({clip_steps} tokens, "
+                   f"{clip_seconds:.2f} s): only its first token is kept as a prompt; use a "
+                   f"longer clip or an interval below {clip_steps}")
+    if sparse:
+        out.append(f"intervals {sparse} leave at most one prompt token in the shortest clip "
+                   f"({clip_steps} steps, {clip_seconds:.2f} s)")
+    return out
 
 
 def is_beat(spec) -> bool:
@@ -70,6 +102,6 @@ class IntervalList(click.ParamType):
             try:
                 out.append(parse_interval(v))
             except ValueError:
-                self.fail(f"{v!r} is not a valid interval (in {value!r}): give integers "
-                          "or beat, beat/2, 2beat, bar — e.g. 2,7,beat", param, ctx)
+                self.fail(f"{v!r} is not a valid interval (in {value!r}): {suggest(v)}give "
+                          "integers or beat, beat/2, 2beat, bar — e.g. 2,7,beat", param, ctx)
         return tuple(out)

@@ -9,9 +9,13 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
-import torch
-from matplotlib.figure import Figure
+import matplotlib
+
+matplotlib.use("Agg")  # figures are built and saved off-screen, never shown  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 
 def backend_label(backend) -> str:
@@ -54,7 +58,11 @@ def mask_grid_figure(items: Sequence[tuple[str, torch.Tensor]], label: str, n_co
         _mask_image(ax, mask, n_codebooks, n_steps)
         ax.set_title(title, fontsize=8)
         ax.set_xticks([])
-    axes[-1].set_xticks(np.linspace(0, n_steps, 5).astype(int))
+    shown = max(int(min(n_steps, mask.shape[-1])) for _, mask in items)
+    last = shown - 1
+    axes[-1].set_xticks(np.unique(np.linspace(0, last, 5).round().astype(int)))
+    for ax in axes:   # ticks must not widen the axes past the image (a white strip)
+        ax.set_xlim(-0.5, shown - 0.5)
     axes[-1].set_xlabel("token step (black = generate, white = keep prompt)")
     fig.suptitle(f"Masks, first {n_codebooks} codebooks × {n_steps} steps — {label}", fontsize=10)
     return fig
@@ -69,6 +77,11 @@ def metric_figure(x: Sequence[float], y: Sequence[float], *, xlabel: str, ylabel
     ax.errorbar(x, y, yerr=yerr, marker="o", capsize=3 if yerr is not None else 0)
     if logx:
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(float(v) for v in x))))
+        ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    elif all(float(v).is_integer() for v in x):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if annotations:
         for xi, yi, text in zip(x, y, annotations):
             ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(3, 4), fontsize=7)
@@ -76,7 +89,58 @@ def metric_figure(x: Sequence[float], y: Sequence[float], *, xlabel: str, ylabel
     ax.set_ylabel(ylabel)
     ax.set_title(f"{title}\n{label}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
+    if logx:
+        _thin_tick_labels(fig, ax)
     return fig
+
+
+def _renderer(fig: Figure):
+    """Lay the figure out (constrained layout included) and return an Agg renderer."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    return fig.canvas.get_renderer()
+
+
+def _thin_tick_labels(fig: Figure, ax) -> None:
+    """Hide x tick labels that would overlap the previous visible one (left to right)."""
+    renderer = _renderer(fig)
+    right = -math.inf
+    for label in sorted(ax.get_xticklabels(), key=lambda t: t.get_position()[0]):
+        if not label.get_text():
+            continue
+        box = label.get_window_extent(renderer)
+        if box.x0 < right + 2:
+            label.set_visible(False)
+        else:
+            right = box.x1
+
+
+def visible_tick_boxes(fig: Figure, ax, axis: str = "x") -> list:
+    """Window extents of an axis' visible, non-empty tick labels (major and minor)."""
+    renderer = _renderer(fig)
+    getter = ax.xaxis if axis == "x" else ax.yaxis
+    labels = getter.get_ticklabels(which="both")
+    return [t.get_window_extent(renderer) for t in labels if t.get_visible() and t.get_text()]
+
+
+def condition_figure(outcomes, param: str, metric: str, *, label: str, logx: bool = False,
+                     title: str | None = None, ylabel: str | None = None) -> Figure:
+    """``metric`` against the condition parameter ``param``: the mean over every seed and
+    clip of a condition with its 95 % CI (:func:`vampstudy.summary.metric_by_condition`),
+    conditions in increasing ``param`` order, ``n`` in the title."""
+    from .summary import metric_by_condition
+
+    rows = metric_by_condition(outcomes, param, metric)
+    x = [r["x"] for r in rows]
+    y = [r["mean"] for r in rows]
+    n = min((r["n"] for r in rows), default=0)
+    err = [r["ci95"] or 0.0 for r in rows] if n > 1 else None
+    note = f" (mean ± 95% CI, n={n})" if err else ""
+    return metric_figure(x, y, yerr=err, logx=logx, xlabel=param, ylabel=ylabel or metric,
+                         title=(title or f"{metric} vs {param}") + note, label=label)
 
 
 def heatmap_figure(values: np.ndarray, xticks: Sequence, yticks: Sequence, *, xlabel: str,

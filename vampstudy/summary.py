@@ -50,6 +50,27 @@ def condition_table(outcomes, metrics: Sequence[str]) -> list[dict]:
     return rows
 
 
+def metric_by_condition(outcomes, param: str, metric: str) -> list[dict]:
+    """Per value of the condition parameter ``param`` (sorted, numbers numerically): ``x``,
+    and the ``mean``, ``std``, ``n`` and ``ci95`` of ``metric`` over every seed and clip.
+
+    Trials are pooled by ``param`` alone; conditions that differ in other params are
+    averaged together.
+    """
+    groups: dict = {}
+    for o in outcomes:
+        value = o.trial.condition.params.get(param, o.params.get(param))
+        if value is None or metric not in o.metrics:
+            continue
+        groups.setdefault(value, []).append(o.metrics[metric])
+
+    def order(v):
+        return (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) \
+            else (1, 0.0, str(v))
+
+    return [{"x": v, **mean_ci(groups[v])} for v in sorted(groups, key=order)]
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation (NaN when undefined)."""
     if len(x) < 3 or len(set(y)) < 2:

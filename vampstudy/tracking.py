@@ -174,14 +174,16 @@ class Tracker:
         return exp.experiment_id
 
     def ui_url(self, experiment_id: str | None, host: str = "127.0.0.1", port: int = 5000,
-               view_key: str | None = None) -> str:
+               view_key: str | None = None, charts: bool = False) -> str:
         """The classic runs table (MLflow 3's UI opens the GenAI view otherwise), opened on the
-        saved view ``view_key`` (:meth:`save_view`) when given."""
+        saved view ``view_key`` (:meth:`save_view`) when given, on its charts when ``charts``."""
         base = f"http://{host}:{port}/"
         if experiment_id is None:
             return base
         url = f"{base}#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-        return f"{url}&{VIEW_URL_PARAM}={view_key}" if view_key else url
+        if view_key:
+            url += f"&{VIEW_URL_PARAM}={view_key}"
+        return url + "&compareRunsMode=CHART" if charts else url
 
     def save_view(self, experiment_id: str, state: dict, key: str, name: str = "") -> str:
         """Store a runs-view state (columns, sort, charts; see :mod:`vampstudy.views`) as the
