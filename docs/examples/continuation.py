@@ -44,10 +44,8 @@ class ContinuationStudy(MaskingStudy):
 
     def analyze(self, outcomes, session):
         summary = super().analyze(outcomes, session)     # the default table
-        label = plots.backend_label(session.backend)
-        x = [o.trial.condition.params["prompt_s"] for o in outcomes]
-        y = [o.metrics["continuation_changed_pct"] for o in outcomes]
-        summary.figures["prompt_vs_change"] = plots.metric_figure(
-            x, y, xlabel="prompt (s)", ylabel="% changed after the prompt",
-            title="Continuation drift", label=label)
+        summary.figures["prompt_vs_change"] = plots.condition_figure(
+            outcomes, "prompt_s", "continuation_changed_pct",
+            label=plots.backend_label(session.backend),
+            title="Continuation drift", ylabel="% changed after the prompt")
         return summary
