@@ -188,6 +188,16 @@ class PeriodicIntervalStudy(MaskingStudy):
                 for r in tables["summary"]]
         rows.sort(key=lambda r: r["interval_tokens"])
         tables["summary"] = rows
+        if "summary_by_clip" in tables:   # beat intervals: each clip's own tokens and ms
+            sha = {c.name: c.identity["sha256"] for c in session.clips}
+            by_clip = []
+            for r in tables["summary_by_clip"]:
+                n = self._tokens(r["interval"], sha[r["clip"]])
+                by_clip.append({"clip": r["clip"], "interval": r["interval"], "interval_tokens": n,
+                                "interval_ms": round(interval_ms(n, backend.hop_length,
+                                                                 backend.sample_rate), 1),
+                                **{k: v for k, v in r.items() if k not in ("clip", "interval")}})
+            tables["summary_by_clip"] = by_clip
         x = [r["interval_tokens"] for r in rows]
         y = [r["tokens_changed_pct_mean"] for r in rows]
         err = [r["tokens_changed_pct_ci95"] or 0.0 for r in rows] if rows[0]["n"] > 1 else None
@@ -228,7 +238,7 @@ class PeriodicIntervalStudy(MaskingStudy):
                        and first_outcome[p].trial.clip is session.clips[0]]
         figures["spectrogram_grid"] = plots.spectrogram_grid_figure(spec_items, label)
         rho = spearman(x, y) if len(x) > 2 else float("nan")
-        text = observations(rows, rho, backend)
+        text = observations(rows, rho, backend) + "\n"
         for line in text.splitlines():
             logger.info(line)
         metrics_out = {"spearman_interval_vs_changed": rho} if np.isfinite(rho) else {}

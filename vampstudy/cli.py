@@ -395,14 +395,19 @@ def _print_plan(study, inputs, seeds, experiment) -> None:
 
 
 def _report(tracker, result) -> None:
-    from .report import compact_columns, format_table
+    from .report import compact_columns, format_table, legend
 
     try:
         rows = tracker.load_table(result.parent_run_id, "summary")
     except Exception:
         rows = []
     if rows:
-        click.echo(format_table(compact_columns(rows), max_width=120, drop_empty=True))
+        table = format_table(compact_columns(rows), max_width=120, drop_empty=True)
+        click.echo(table)
+        shown = [{k: None for k in table.splitlines()[0].split()}]
+        names = legend(rows, shown)
+        if names:
+            click.echo(names)
     extra = f", {result.skipped} reused from the resumed run" if result.resumed else ""
     click.echo(f"\n{len(result.outcomes)} conditions finished, {len(result.failed)} failed{extra} "
                f"in {result.seconds:.1f} s. Parent run: {result.parent_run_id}")

@@ -57,14 +57,44 @@ SHORT_NAMES = {"tokens_changed_pct": "changed%", "tokens_changed_pct_ci95": "cha
                "visqol_moslqo": "visqol", "interval_tokens": "tokens"}
 
 
+def shorten(name: str, width: int = 12) -> str:
+    """A terminal column name: :data:`SHORT_NAMES`, else ``name`` cut to ``width`` with ``~``."""
+    if name in SHORT_NAMES:
+        return SHORT_NAMES[name]
+    return name if len(name) <= width else name[:width - 1] + "~"
+
+
+def legend(rows: list[dict], compact: list[dict]) -> str:
+    """The lines that spell out every shortened column name of a compact table."""
+    import textwrap
+
+    full = list(dict.fromkeys(k[:-5] if k.endswith("_mean") else k for r in rows for k in r
+                              if not k.endswith("_std") and (not k.endswith("_ci95")
+                                                             or k == "tokens_changed_pct_ci95")))
+    shown = set(k for r in compact for k in r)
+    pairs = dict((shorten(n), n) for n in reversed(full) if shorten(n) != n and shorten(n) in shown)
+    if not pairs:
+        return ""
+    text = "columns: " + ", ".join(f"{a} = {b}" for a, b in reversed(pairs.items()))
+    return "\n".join(textwrap.wrap(text, 100, subsequent_indent="  "))
+
+
+#: Standard metrics a narrow terminal may drop first (they come after custom metrics).
+SECONDARY = ("kept_changed_pct", "onset_correlation", "tempo_difference_bpm")
+
+
 def compact_columns(rows: list[dict]) -> list[dict]:
     """A terminal view of a summary table: means under short names (see
-    :data:`SHORT_NAMES`), the CI of % tokens changed, no std or other CI columns,
-    and no ``interval_tokens`` column when it only repeats ``interval``."""
+    :data:`SHORT_NAMES`; other long names are cut and :func:`legend` spells them out),
+    the CI of % tokens changed, no std or other CI columns, no ``interval_tokens``
+    column when it only repeats ``interval``, and custom metrics before the
+    :data:`SECONDARY` standard ones (a width limit drops trailing columns)."""
+    from .summary import STANDARD_METRICS
+
     redundant = all(r.get("interval_tokens") == r.get("interval") for r in rows)
     out = []
     for row in rows:
-        compact = {}
+        main, custom, secondary = {}, {}, {}
         for key, value in row.items():
             if key.endswith("_std") or (key.endswith("_ci95") and
                                         key != "tokens_changed_pct_ci95"):
@@ -72,6 +102,12 @@ def compact_columns(rows: list[dict]) -> list[dict]:
             if key == "interval_tokens" and redundant:
                 continue
             name = key[:-5] if key.endswith("_mean") else key
-            compact[SHORT_NAMES.get(name, name)] = value
-        out.append(compact)
+            if name in SECONDARY:
+                target = secondary
+            elif key.endswith("_mean") and name not in STANDARD_METRICS:
+                target = custom
+            else:
+                target = main
+            target[shorten(name)] = value
+        out.append({**main, **custom, **secondary})
     return out
