@@ -7,7 +7,8 @@
     plan    (vampstudy.plan)     trials = clips × conditions × seeds, config hash, resume set
     execute (vampstudy.execute)  trials → results through an executor (pipelined by default)
     record  (vampstudy.record)   parent run, one child per trial, artifacts, statuses
-    study.analyze      on every finished outcome, recorded on the parent
+    study.analyze      on every finished outcome, recorded on the parent, and the
+                       experiment's comparison view for the MLflow UI (vampstudy.views)
 
 Failure paths: a failing trial becomes a FAILED child (the others go on); a failing
 analysis marks the parent FAILED with its traceback and keeps every child; an interrupt
@@ -30,6 +31,7 @@ from .execute import (Executor, Job, RemoteRecording, make_executor,  # noqa: F4
 from .plan import Plan, backend_note, plan_study
 from .record import TAG_FAILED, TAG_FAILED_STAGE, Recorder
 from .study import Outcome, PreparedClip, Record, Session, Study, Trial
+from .views import save_comparison_view
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +100,17 @@ class StudyInterrupted(VampstudyError):
 
 
 def prepare_clips(backend: Backend, audio: list[str] | tuple[str, ...] = (),
-                  clips: list[audio_io.Clip] | None = None) -> list[PreparedClip]:
-    """Load, check, preprocess and encode the clips (the built-in demo when none given)."""
+                  clips: list[audio_io.Clip] | None = None,
+                  max_seconds: float | None = audio_io.DEFAULT_MAX_SECONDS) -> list[PreparedClip]:
+    """Load, check, preprocess and encode the clips (the built-in demo when none given).
+
+    Files longer than ``max_seconds`` are refused from their header, before decoding.
+    """
     import torch
 
     if clips is None:
         paths = audio_io.expand_audio_inputs(list(audio)) if audio else [audio_io.DEMO_NAME]
-        clips = [audio_io.load_clip(p) for p in paths]
+        clips = [audio_io.load_clip(p, max_seconds=max_seconds) for p in paths]
     names = [c.name for c in clips]
     prepared = []
     for clip in clips:
@@ -140,7 +146,8 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
               progress: ProgressCallback | None = None, check_status: str | None = None,
               clips: list[PreparedClip] | None = None,
               resolved_config: dict | None = None, executor: Executor | str | None = None,
-              backend_spec: tuple | None = None) -> StudyResult:
+              backend_spec: tuple | None = None,
+              max_seconds: float | None = audio_io.DEFAULT_MAX_SECONDS) -> StudyResult:
     """Run ``study`` on ``backend`` and log it to ``tracker``: plan, execute, record.
 
     Parameters
@@ -164,6 +171,8 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
         ``config.yaml`` on the parent run (``vampstudy run NAME --config`` reads it back).
     executor : Executor or str, optional
         How trials are executed (:mod:`vampstudy.execute`); ``pipelined`` by default.
+    max_seconds : float, optional
+        Refuse audio longer than this (from the file header); None for no limit.
     backend_spec : tuple of (str, dict), optional
         How a worker process loads the same backend; ``(backend.name, backend.options())``
         by default.
@@ -182,7 +191,7 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
     started = time.time()
     seeds = [int(s) for s in seeds] or [0]
     study.validate(backend)
-    clips = clips if clips is not None else prepare_clips(backend, audio)
+    clips = clips if clips is not None else prepare_clips(backend, audio, max_seconds=max_seconds)
     session = Session(backend=backend, clips=clips, seeds=seeds)
     prepared = study.prepare(session)   # before any run exists: a failure leaves nothing behind
     plan = plan_study(study, backend, clips, seeds, experiment=experiment,
@@ -261,6 +270,7 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
                              list(recorder.failed), len(plan.done), recorder.resumed)
         if ordered:
             recorder.record_summary(study.analyze(ordered, session))
+            save_comparison_view(tracker, recorder.experiment_id, parent_id, study, ordered)
     except KeyboardInterrupt as exc:
         _close(recorder, exc, "analyze")
         raise StudyInterrupted(plan, recorder) from exc
