@@ -146,6 +146,26 @@ def test_generic_sweep_is_the_cartesian_product(backend, tracker, clip):
     assert {"figures/heatmap_tokens_changed_pct.png",
             "figures/periodic_prompt_vs_tokens_changed_pct.png",
             "figures/upper_codebook_mask_vs_tokens_changed_pct.png"} <= figures
+    notes = tracker.client.download_artifacts(result.parent_run_id, "observations.txt",
+                                              str(tracker_dir(tracker)))
+    text = open(notes).read()
+    assert ("plots of periodic_prompt show the mean over the other swept options: "
+            "upper_codebook_mask (2 values)") in text
+    assert "plots of upper_codebook_mask show the mean over" in text and text.endswith("\n")
+
+
+def tracker_dir(tracker):
+    import os
+    import tempfile
+
+    return tempfile.mkdtemp(dir=os.path.dirname(tracker.uri[len("sqlite:///"):]))
+
+
+def test_one_axis_sweep_has_no_averaging_note():
+    from vampstudy.sweep import averaging_notes
+
+    assert averaging_notes({"temperature": (0.5, 1.0)}) == []
+    assert len(averaging_notes({"temperature": (0.5, 1.0), "_dropout": (0.0, 0.2, 0.4)})) == 2
 
 
 def test_generic_sweep_rejects_bad_specs(backend):

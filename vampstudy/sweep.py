@@ -151,6 +151,18 @@ def parse_value(text: str) -> Any:
     return text.strip()
 
 
+def averaging_notes(axes: dict) -> list[str]:
+    """One line per swept option whose plots average over the other swept options."""
+    if len(axes) < 2:
+        return []
+    lines = []
+    for option in axes:
+        others = [f"{o} ({len(v)} values)" for o, v in axes.items() if o != option]
+        lines.append(f"plots of {option} show the mean over the other swept options: "
+                     f"{', '.join(others)}; the summary table has every combination")
+    return lines
+
+
 class SweepStudy(MaskingStudy):
     """Base for studies that sweep mask or sampling options (not registered itself)."""
 
@@ -241,15 +253,22 @@ class SweepStudy(MaskingStudy):
         tables = standard_tables(outcomes, metrics)
         rows = tables["summary"]
         figures = {}
+        notes = averaging_notes(axes)
+        for line in notes:
+            logger.info(line)
         for option in axes:
+            others = [o for o in axes if o != option]
             for metric in self.plot_metrics:
                 x, y, err = self._marginal(rows, option, metric)
                 if not x:
                     continue
                 numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
+                title = f"{self.name}: {option} vs {metric}"
+                if others:
+                    title += f"\n(mean over {', '.join(others)})"
                 figures[f"{option.strip('_')}_vs_{metric}"] = plots.metric_figure(
                     x if numeric else list(range(len(x))), y, yerr=err,
-                    xlabel=option, ylabel=metric, title=f"{self.name}: {option} vs {metric}",
+                    xlabel=option, ylabel=metric, title=title,
                     label=label, annotations=None if numeric else [str(v) for v in x])
         if len(axes) == 2:
             (a, av), (b, bv) = axes.items()
@@ -261,7 +280,10 @@ class SweepStudy(MaskingStudy):
                 grid, list(bv), list(av), xlabel=b, ylabel=a,
                 title=f"{self.name}: % tokens changed", label=label)
         report = listening_report(outcomes, session, f"{self.name}: listening report")
-        return Summary(tables=tables, figures=figures, texts={"report.html": report})
+        texts = {"report.html": report}
+        if notes:
+            texts["observations.txt"] = "\n".join(notes) + "\n"
+        return Summary(tables=tables, figures=figures, texts=texts)
 
     @staticmethod
     def _marginal(rows: list[dict], option: str, metric: str):
