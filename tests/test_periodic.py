@@ -171,4 +171,6 @@ def test_single_prompt_intervals_warn(backend, tracker, music_3s, caplog):
     with caplog.at_level("WARNING"):
         run_study(PeriodicIntervalStudy(intervals=(2, 200)), backend, tracker,
                   audio=[str(music_3s)])
-    assert "[200]" in caplog.text and "at most one prompt" in caplog.text
+    assert "interval 200 exceeds the clip (173 tokens" in caplog.text
+    assert "only its first token is kept as a prompt" in caplog.text
+    assert "interval 2 " not in caplog.text
