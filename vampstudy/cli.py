@@ -219,8 +219,16 @@ def _study_command(entry, invoked_name: str) -> click.Command:
         _run(click.get_current_context(), cls, **kwargs)
 
     shared = _options_of(tracking_option) + _options_of(backend_options)
-    return click.Command(invoked_name, params=params + shared, callback=callback, help=help_text,
-                         short_help=cls.description)
+    return _RunCommand(invoked_name, params=params + shared, callback=callback, help=help_text,
+                       short_help=cls.description)
+
+
+class _RunCommand(click.Command):
+    """A study's command; keeps its raw arguments (for the ``--resume`` hint)."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["vampstudy.raw_args"] = list(args)
+        return super().parse_args(ctx, args)
 
 
 def _options_of(decorator) -> list[click.Parameter]:
@@ -337,7 +345,7 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
             result, failure = exc.result, exc
         except StudyInterrupted as exc:
             bar.render_finish()
-            click.echo(f"\n{exc}.\nContinue it with:  {_resume_command()}", err=True)
+            click.echo(f"\n{exc}.\nContinue it with:  {_resume_command(ctx)}", err=True)
             sys.exit(130)
     _report(tracker, result)
     if failure is not None:
@@ -358,13 +366,14 @@ def _make_executor(name: str, options: dict):
     return make_executor(name, **given)
 
 
-def _resume_command() -> str:
-    """The command line that was run, with ``--resume`` (to continue an interrupted study)."""
+def _resume_command(ctx) -> str:
+    """The ``vampstudy run`` command line that was given, with ``--resume`` (to continue an
+    interrupted study); the arguments are the ones click parsed (see :class:`_RunCommand`)."""
     import shlex
 
-    args = [a for a in sys.argv[1:] if a != "--resume"]
-    prog = sys.argv[0] if sys.argv[0].endswith("vampstudy") else "vampstudy"
-    return " ".join(shlex.quote(a) for a in [prog, *args, "--resume"])
+    path = ctx.command_path.split()[1:]   # drop the program name ("main" under CliRunner)
+    args = [a for a in ctx.meta.get("vampstudy.raw_args", []) if a != "--resume"]
+    return " ".join(["vampstudy", *(shlex.quote(a) for a in [*path, *args, "--resume"])])
 
 
 def _check_inputs(audio, max_seconds):

@@ -146,7 +146,8 @@ class Executor:
 
         Failures of a trial are results, not exceptions. An exception raised by ``sink``
         (the tracking store failing) stops the execution and propagates; so does
-        KeyboardInterrupt, after the executor released its workers.
+        KeyboardInterrupt, after the executor recorded the trials whose model stage had
+        finished and released its workers.
         """
         raise NotImplementedError
 
@@ -221,6 +222,15 @@ class PipelinedExecutor(Executor):
                     pending.append(pool.submit(measure_and_sink, planned, staged, started))
                 drain(self.max_in_flight)
             drain(0)
+        except KeyboardInterrupt:
+            # trials whose model call finished are done work: measure and record them
+            # (at most max_in_flight) before the interrupt goes on
+            while pending:
+                try:
+                    pending.popleft().result()
+                except Exception as exc:  # recording failed too; the interrupt still wins
+                    logger.error("while stopping: %s", exc)
+            raise
         except BaseException:
             stop.set()
             for f in pending:

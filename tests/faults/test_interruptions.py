@@ -143,7 +143,10 @@ def test_cli_interrupt_exits_130_and_says_resume(tmp_path, study_file, music_3s,
                                     "--tracking-uri", uri])
     assert res.exit_code == 130, res.output
     assert "interrupted: 2 of 4 conditions finished" in res.output
-    assert "--resume" in res.output and "Aborted" not in res.output
+    hint = next(line for line in res.output.splitlines() if line.startswith("Continue it with:"))
+    assert hint.startswith(f"Continue it with:  vampstudy run {study_file}:Interrupted ")
+    assert "--intervals 2,5,9,13" in hint and hint.endswith(" --resume")
+    assert "Aborted" not in res.output
     tracker = Tracker(uri)
     parent = tracker.study_runs()[0]
     assert parent.info.status == "KILLED"
