@@ -20,17 +20,8 @@ from dataclasses import dataclass, field
 from .errors import VampstudyError
 from .study import PreparedClip, Study, Trial
 
-# Tag names of the run layout (also used by vampstudy.tracking; kept here so that planning
-# does not import mlflow).
-TAG_ROLE = "vampstudy.role"            # study | condition | check
-TAG_STUDY = "vampstudy.study"
-TAG_BACKEND = "vampstudy.backend"
-TAG_CONFIG = "vampstudy.config_hash"
-TAG_TRIAL = "vampstudy.trial_key"      # stable condition key (clip, condition, seed)
-TAG_CONDITION = "vampstudy.condition_key"
-TAG_CHECK = "vampstudy.last_check"
-TAG_NOTE = "mlflow.note.content"
-TAG_ORDER = "vampstudy.trial_index"    # position of the trial in the plan (run order)
+from .layout import (TAG_BACKEND, TAG_CHECK, TAG_CONDITION, TAG_CONFIG,  # noqa: F401
+                     TAG_NOTE, TAG_ORDER, TAG_ROLE, TAG_STUDY, TAG_TRIAL)
 
 
 def backend_note(backend) -> str:

@@ -39,16 +39,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_STORE_DIR = "mlruns"
 PARAM_MAX = 6000
 
-# Tags that describe vampstudy's layout.
-TAG_ROLE = "vampstudy.role"            # study | condition | check
-TAG_STUDY = "vampstudy.study"
-TAG_BACKEND = "vampstudy.backend"
-TAG_CONFIG = "vampstudy.config_hash"
-TAG_TRIAL = "vampstudy.trial_key"      # stable condition key (clip, condition, seed)
-TAG_CONDITION = "vampstudy.condition_key"
-TAG_CHECK = "vampstudy.last_check"
-TAG_PARENT = "mlflow.parentRunId"
-TAG_NOTE = "mlflow.note.content"
+from .layout import (TAG_BACKEND, TAG_CHECK, TAG_CONDITION, TAG_CONFIG, TAG_NOTE,  # noqa: E402,F401
+                     TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL)
 TAG_LATEST_VIEW = "vampstudy.latest_view"  # experiment tag: key of the newest saved runs view
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # MLflow UI: experiment tag of a shared view
 VIEW_URL_PARAM = "viewStateShareKey"         # MLflow UI: URL parameter naming that view
