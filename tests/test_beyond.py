@@ -191,3 +191,27 @@ def test_listening_report(repeated):
     st = mean_ci(changed)
     assert f"{st['mean']:.3g} ± {st['ci95']:.3g} <small>(n=5)</small>" in page
     assert "<th>mean ± 95% CI</th>" in page
+
+
+def test_clips_dataset_entity(tmp_path):
+    import json
+
+    from vampstudy.tracking import clips_dataset
+
+    (tmp_path / "a.wav").write_bytes(b"")
+    (tmp_path / "b.wav").write_bytes(b"")
+    rows = [{"name": "a", "path": str(tmp_path / "a.wav"), "sha256": "11", "duration_s": 1.5,
+             "sample_rate": 44100, "channels": 1},
+            {"name": "b", "path": str(tmp_path / "b.wav"), "sha256": "22", "duration_s": 2,
+             "sample_rate": 48000, "channels": 2}]
+    ds = clips_dataset("clips", rows)
+    cols = json.loads(ds.schema)["mlflow_colspec"]
+    assert [(c["name"], c["type"], c["required"]) for c in cols] == [
+        ("name", "string", True), ("path", "string", True), ("sha256", "string", True),
+        ("duration_s", "double", True), ("sample_rate", "long", True), ("channels", "long", True)]
+    assert ds.source_type == "local" and json.loads(ds.source) == {"uri": str(tmp_path.resolve())}
+    assert json.loads(ds.profile) == {"num_rows": 2, "num_elements": 12}
+    assert ds.digest == clips_dataset("clips", [dict(r) for r in rows]).digest
+    assert ds.digest != clips_dataset("clips", [rows[0]]).digest
+    demo = clips_dataset("clips", [{"name": "demo", "path": "builtin:demo", "sha256": "33"}])
+    assert demo.source_type == "code" and "builtin:demo" in demo.source

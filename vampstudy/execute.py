@@ -264,6 +264,9 @@ def make_executor(name: str = "pipelined", **options) -> Executor:
     ConfigError
         Unknown name, or ``ray`` without its extra installed.
     """
+    local = {"pipelined": PipelinedExecutor, "sequential": SequentialExecutor}
+    if name in local:  # without importing the optional extra (Ray's import alone takes a while)
+        return local[name](**options)
     factories = available_executors()
     if name not in factories:
         if name == "ray":

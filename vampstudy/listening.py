@@ -77,10 +77,21 @@ def audio_data_uri(signal, max_seconds: float | None = PREVIEW_SECONDS) -> str:
 
 
 def figure_data_uri(fig, dpi: int = 60) -> str:
-    """A matplotlib figure as a PNG ``data:`` URI."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return f"data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"
+    """A figure as a PNG ``data:`` URI: a matplotlib figure drawn at ``dpi``, or a
+    :class:`vampstudy.plots.RenderedFigure` (already drawn) as it is."""
+    if isinstance(fig, plots.RenderedFigure):
+        png = fig.png
+    else:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        png = buf.getvalue()
+    return f"data:image/png;base64,{base64.b64encode(png).decode()}"
+
+
+def _drawn(outcome, name: str):
+    """The outcome's figure ``name`` if the recorder kept it already drawn, else None."""
+    fig = outcome.figures.get(name)
+    return fig if isinstance(fig, plots.RenderedFigure) else None
 
 
 def _fmt(value) -> str:
@@ -129,12 +140,12 @@ class _Page:
                     f"artifact <code>{html.escape(artifact)}</code></div>")
         return (f"<audio controls preload='metadata' src='{self._audio[key]}'></audio>{note}")
 
-    def spectrogram(self, signal, title: str) -> str:
-        fig = plots.spectrogram_figure(signal, title, self.label)
+    def spectrogram(self, signal, title: str, drawn=None) -> str:
+        fig = drawn or plots.spectrogram_figure(signal, title, self.label)
         return f"<img class='spec' src='{figure_data_uri(fig)}' alt='spectrogram {html.escape(title)}'>"
 
-    def mask(self, mask, title: str) -> str:
-        fig = plots.mask_figure(torch.as_tensor(mask), title, self.label)
+    def mask(self, mask, title: str, drawn=None) -> str:
+        fig = drawn or plots.mask_figure(torch.as_tensor(mask), title, self.label)
         return f"<img class='mask' src='{figure_data_uri(fig)}' alt='mask'>"
 
 
@@ -168,18 +179,19 @@ def _condition_card(page: _Page, group, names) -> str:
     media = []
     first_mask = group[0].arrays.get("mask")
     if first_mask is not None:
-        media.append(f"<figure>{page.mask(first_mask, '')}<figcaption>mask (black = generate)"
-                     f"</figcaption></figure>")
+        media.append(f"<figure>{page.mask(first_mask, '', _drawn(group[0], 'mask'))}"
+                     f"<figcaption>mask (black = generate)</figcaption></figure>")
     for o in group:
         title = f"{name} · seed {o.trial.seed}"
         extra = ""
         mask = o.arrays.get("mask")
         if o is not group[0] and mask is not None and first_mask is not None \
                 and not np.array_equal(mask, first_mask):
-            extra = page.mask(mask, "")
+            extra = page.mask(mask, "", _drawn(o, "mask"))
         media.append(f"<figure><figcaption>seed {o.trial.seed}</figcaption>"
                      f"{page.player(o.audio['output'], 'audio/output.wav of this condition’s run')}"
-                     f"{page.spectrogram(o.audio['output'], title)}{extra}</figure>")
+                     f"{page.spectrogram(o.audio['output'], title, _drawn(o, 'spectrogram'))}"
+                     f"{extra}</figure>")
     return (f"<section class='card'><h3>{html.escape(name)}</h3>{_metrics_table(group, names)}"
             f"<div class='media'>{''.join(media)}</div></section>")
 

@@ -75,9 +75,14 @@ def record_contents(tracker, run_id: str, rec: Record | None, extra_params: dict
         files[f"audio/{name}.wav"] = audio_io.signal_to_wav_bytes(signal)
     if rec.arrays:
         files["arrays.npz"] = tracker.arrays_bytes(rec.arrays)
-    for name, fig in rec.figures.items():
-        files[f"figures/{name}.png"] = tracker.figure_bytes(fig)
-    rec.figures = {}  # free the memory; figures are not needed after logging
+    if rec.figures:
+        from .plots import RenderedFigure
+
+        # Each figure is kept as its PNG (the Figure itself is freed): the listening
+        # report shows the same images without drawing them again.
+        rec.figures = {name: RenderedFigure.of(fig) for name, fig in rec.figures.items()}
+        for name, fig in rec.figures.items():
+            files[f"figures/{name}.png"] = fig.png
     for path, text in rec.texts.items():
         files[path] = text.encode()
     tracker.log_run_batch(run_id, params={**(extra_params or {}), **rec.params},

@@ -14,6 +14,7 @@ URI checks, the artifact folder of sqlite stores and the store lock live in
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -107,6 +108,42 @@ for _name in ("log_artifact", "log_artifacts", "log_text", "log_figure", "log_ta
               "log_image"):
     if hasattr(MlflowClient, _name):
         setattr(_Client, _name, _artifact_write(getattr(MlflowClient, _name)))
+
+
+def _column_type(values: list) -> str:
+    """MLflow's column type for a list of plain values."""
+    if all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "long"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "double"
+    return "string"
+
+
+def clips_dataset(name: str, clips: list[dict]):
+    """An MLflow dataset entity whose rows are the clips' identities.
+
+    Its source is the folder the clip files share (``local``), or, for clips with
+    no file (the built-in demo), a ``code`` source naming them. The digest is the
+    first 8 hex digits of the SHA-256 of the rows (as canonical JSON).
+    """
+    columns = list(dict.fromkeys(k for c in clips for k in c))
+    schema = {"mlflow_colspec": [
+        {"type": _column_type([c[k] for c in clips if k in c]), "name": k,
+         "required": all(k in c for c in clips)} for k in columns]}
+    rows = json.dumps(clips, sort_keys=True, default=str)
+    paths = [Path(str(c.get("path"))) for c in clips]
+    if paths and all(p.exists() for p in paths):
+        source_type = "local"
+        source = {"uri": os.path.commonpath([str(p.resolve().parent) for p in paths])}
+    else:  # the built-in demo clip has no file
+        source_type = "code"
+        source = {"tags": {"vampstudy.source": ", ".join(map(str, paths))}}
+    return mlflow.entities.Dataset(
+        name=name, digest=hashlib.sha256(rows.encode()).hexdigest()[:8],
+        source_type=source_type, source=json.dumps(source), schema=json.dumps(schema),
+        profile=json.dumps({"num_rows": len(clips), "num_elements": len(clips) * len(columns)}))
 
 
 class Tracker:
@@ -304,13 +341,6 @@ class Tracker:
                 self.client.log_artifacts(run_id, tmp)
 
     @staticmethod
-    def figure_bytes(figure, dpi="figure") -> bytes:
-        """A matplotlib figure as PNG bytes (then closed)."""
-        buf = io.BytesIO()
-        figure.savefig(buf, format="png", dpi=dpi)
-        return buf.getvalue()
-
-    @staticmethod
     def arrays_bytes(arrays: dict) -> bytes:
         buf = io.BytesIO()
         np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
@@ -352,21 +382,14 @@ class Tracker:
         return [f.path for f in self.client.list_artifacts(run_id, path)]
 
     def log_dataset(self, run_id: str, name: str, clips: list[dict]) -> None:
-        """Record the clips as an MLflow dataset input (data lineage in the UI)."""
-        import pandas as pd
-        from mlflow.data.pandas_dataset import from_pandas
+        """Record the clips as an MLflow dataset input (data lineage in the UI).
 
-        from mlflow.data.code_dataset_source import CodeDatasetSource
-
-        frame = pd.DataFrame(clips)
-        paths = [Path(str(c.get("path"))) for c in clips]
-        if all(p.exists() for p in paths):
-            source = os.path.commonpath([str(p.resolve().parent) for p in paths])
-        else:  # the built-in demo clip has no file
-            source = CodeDatasetSource({"vampstudy.source": ", ".join(map(str, paths))})
-        dataset = from_pandas(frame, source=source, name=name)
+        One row per clip (its identity: name, path, sha256, ...). The dataset
+        entity is built here rather than through ``mlflow.data.from_pandas``,
+        which would load pandas' Arrow support and infer a schema per run.
+        """
         self.client.log_inputs(run_id, datasets=[
-            mlflow.entities.DatasetInput(dataset._to_mlflow_entity(), tags=[])])
+            mlflow.entities.DatasetInput(clips_dataset(name, clips), tags=[])])
 
     # ------------------------------------------------------------ study runs
     def study_runs(self, max_results: int = 50) -> list:

@@ -32,7 +32,6 @@ cluster (vampstudy must be installed on its nodes) and only disconnects at the e
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
@@ -49,6 +48,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from ..errors import ConfigError, VampstudyError
 from ..execute import Executor, Job, TrialResult, execute_one
+from ..plots import RenderedFigure  # noqa: F401  (also the name workers ship figures as)
 
 logger = logging.getLogger(__name__)
 
@@ -63,24 +63,6 @@ class WorkersUnavailable(VampstudyError):
 
 
 # ----------------------------------------------------------------- worker side
-class RenderedFigure:
-    """A figure already rendered to PNG on a worker: ships as bytes, saves as those bytes.
-
-    Stands in for a matplotlib Figure in :attr:`Record.figures` (the recorder only calls
-    ``savefig``), so the driver writes exactly the PNG the worker drew.
-    """
-
-    def __init__(self, png: bytes):
-        self.png = png
-
-    def savefig(self, fname, format=None, **kwargs) -> None:  # noqa: A002 (matplotlib's name)
-        if hasattr(fname, "write"):
-            fname.write(self.png)
-        else:
-            with open(fname, "wb") as f:
-                f.write(self.png)
-
-
 def render_figures(record) -> None:
     """Replace every matplotlib figure of ``record`` by its PNG (and close the figure)."""
     if not record.figures:
@@ -90,10 +72,8 @@ def render_figures(record) -> None:
     for name, fig in list(record.figures.items()):
         if isinstance(fig, RenderedFigure):
             continue
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi="figure")
+        record.figures[name] = RenderedFigure.of(fig)
         plt.close(fig)
-        record.figures[name] = RenderedFigure(buf.getvalue())
 
 
 @dataclass
