@@ -1,8 +1,10 @@
 """Summaries that tell the truth: per-clip beat intervals, the compact terminal table, texts."""
 
+import math
 import tempfile
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 
 from studies.periodic import PeriodicIntervalStudy
@@ -50,3 +52,24 @@ def test_beat_summary_per_clip_and_observations_newline(tracker, backend, tmp_pa
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(tracker.download(result.parent_run_id, "observations.txt", tmp)).read_text()
     assert text.endswith("\n") and not text.endswith("\n\n")
+
+
+@pytest.mark.parametrize("x, y", [
+    ([2, 3, 5, 7, 10, 13, 20], [78.8, 80.8, 81.8, 87.6, 90.6, 91.9, 94.4]),   # monotone
+    ([1, 2, 3, 4, 5, 6], [3.0, 1.0, 4.0, 1.0, 5.0, 9.0]),                       # ties in y
+    ([1, 1, 2, 2, 3, 3, 4], [0.5, 0.2, 0.9, 0.9, 0.1, 0.3, 0.7]),               # ties in both
+    ([5, 4, 3, 2, 1], [1, 2, 3, 4, 5]),                                          # reversed
+])
+def test_spearman_matches_scipy(x, y):
+    from scipy import stats
+
+    from vampstudy.summary import spearman
+
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+
+
+def test_spearman_undefined_is_nan():
+    from vampstudy.summary import spearman
+
+    assert math.isnan(spearman([1, 2], [3, 4]))           # too few points
+    assert math.isnan(spearman([1, 2, 3], [7, 7, 7]))     # constant side

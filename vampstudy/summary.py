@@ -12,7 +12,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 #: The metrics every masking study summarises (token metrics, then audio fidelity).
 STANDARD_METRICS = ("mask_density", "tokens_changed_pct", "masked_changed_pct", "kept_changed_pct",
@@ -28,6 +27,8 @@ def mean_ci(values: Sequence[float]) -> dict:
         return {"mean": None, "std": None, "n": 0, "ci95": None}
     if n == 1:
         return {"mean": float(v[0]), "std": None, "n": 1, "ci95": None}
+    from scipy import stats  # here, not at import: a one-seed study never needs it
+
     sd = float(v.std(ddof=1))
     half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
     return {"mean": float(v.mean()), "std": sd, "n": n, "ci95": half}
@@ -71,11 +72,26 @@ def metric_by_condition(outcomes, param: str, metric: str) -> list[dict]:
     return [{"x": v, **mean_ci(groups[v])} for v in sorted(groups, key=order)]
 
 
+def average_ranks(values: Sequence[float]) -> np.ndarray:
+    """1-based ranks, ties sharing the mean of the ranks they span."""
+    v = np.asarray(values, dtype=float)
+    order = np.argsort(v, kind="mergesort")
+    ranks = np.empty(len(v))
+    sorted_v = v[order]
+    start = 0
+    for end in range(1, len(v) + 1):
+        if end == len(v) or sorted_v[end] != sorted_v[start]:
+            ranks[order[start:end]] = (start + end + 1) / 2   # mean of ranks start+1 .. end
+            start = end
+    return ranks
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (NaN when undefined)."""
-    if len(x) < 3 or len(set(y)) < 2:
+    """Spearman rank correlation: the Pearson correlation of the average ranks of ``x``
+    and ``y`` (NaN when undefined: fewer than 3 points, or either side constant)."""
+    if len(x) < 3 or len(set(y)) < 2 or len(set(x)) < 2:
         return float("nan")
-    return float(stats.spearmanr(x, y).statistic)
+    return float(np.corrcoef(average_ranks(x), average_ranks(y))[0, 1])
 
 
 def observations(rows: list[dict], rho: float, backend) -> str:
@@ -128,8 +144,12 @@ def paired_comparison(outcomes, key_a: str, key_b: str, metric: str, n_boot: int
     low, high = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
     if np.allclose(d, 0):
         p = 1.0
+    elif n >= 2:
+        from scipy import stats
+
+        p = float(stats.wilcoxon(d, zero_method="zsplit").pvalue)
     else:
-        p = float(stats.wilcoxon(d, zero_method="zsplit").pvalue) if n >= 2 else None
+        p = None
     return {"n": n, "mean_diff": float(d.mean()), "ci_low": low, "ci_high": high, "p_value": p,
             "differs": bool(n >= 2 and (low > 0 or high < 0))}
 
