@@ -129,7 +129,7 @@ class PeriodicIntervalStudy(MaskingStudy):
                                    for n in resolved]}
         if self.tempo_:
             params["tempo_bpm"] = round(self.tempo_[first], 2)
-            params["tempo_source"] = "given" if self.tempo else "estimated (librosa)"
+            params["tempo_source"] = "given" if self.tempo else "estimated (vampstudy.spectral.tempo)"
             params["intervals_tokens"] = [f"{p}={n}" for p, n in zip(specs, resolved)]
             if len(session.clips) > 1:
                 params["tempo_bpm_by_clip"] = [f"{c.name}={self.tempo_[c.identity['sha256']]:.1f}"

@@ -60,8 +60,9 @@ def test_chroma_similarity_matches_hand_computed_cosine():
     import librosa
 
     a, b = tone([261.63]), tone([293.66])  # C vs D
-    ca = librosa.feature.chroma_stft(y=a.astype(np.float32), sr=SR, hop_length=2048)
-    cb = librosa.feature.chroma_stft(y=b.astype(np.float32), sr=SR, hop_length=2048)
+    # the metric's chroma is at A440 (tuning 0), not at a tuning estimated per signal
+    ca = librosa.feature.chroma_stft(y=a.astype(np.float32), sr=SR, hop_length=2048, tuning=0.0)
+    cb = librosa.feature.chroma_stft(y=b.astype(np.float32), sr=SR, hop_length=2048, tuning=0.0)
     expected = np.mean([np.dot(ca[:, i], cb[:, i]) / (np.linalg.norm(ca[:, i]) * np.linalg.norm(cb[:, i]))
                         for i in range(ca.shape[1])])
     assert chroma_similarity(sig(a), sig(b)) == pytest.approx(expected, rel=1e-5)
@@ -121,7 +122,8 @@ def test_visqol_flag_adds_the_metric(tmp_path, monkeypatch, music_3s):
 
 # ------------------------------------------------------- cached reference side
 def _direct_metrics(reference, estimate):
-    """The metrics computed from scratch for one pair, as before the reference cache existed."""
+    """The metrics computed from scratch for one pair with librosa and audiotools (independently of
+    vampstudy.spectral, and without the reference cache)."""
     import librosa
     from audiotools.metrics.spectral import MelSpectrogramLoss
 
@@ -133,8 +135,8 @@ def _direct_metrics(reference, estimate):
     a, b = a_full[:n], b_full[:n]
     mel = float(MelSpectrogramLoss()(AudioSignal(b[None, None], SR),
                                      AudioSignal(a[None, None], SR)))
-    ca = librosa.feature.chroma_stft(y=a, sr=SR, hop_length=2048)
-    cb = librosa.feature.chroma_stft(y=b, sr=SR, hop_length=2048)
+    ca = librosa.feature.chroma_stft(y=a, sr=SR, hop_length=2048, tuning=0.0)
+    cb = librosa.feature.chroma_stft(y=b, sr=SR, hop_length=2048, tuning=0.0)
     na, nb = np.linalg.norm(ca, axis=0), np.linalg.norm(cb, axis=0)
     ok = (na > 1e-8) & (nb > 1e-8)
     ea = librosa.onset.onset_strength(y=a, sr=SR, hop_length=512)

@@ -1,23 +1,36 @@
 """Audio fidelity metrics: how the generated audio compares with the original.
 
 Functions of two :class:`audiotools.AudioSignal` (the original first),
-mixed to mono and trimmed to the shorter length. Definitions:
+mixed to mono and trimmed to the shorter length. The features are computed by
+:mod:`vampstudy.spectral` (numpy and torch, following the published
+definitions that librosa and audiotools implement, and tested against them);
+computing them imports neither librosa nor numba. Definitions:
 
 ``mel_distance``
-    audiotools' ``MelSpectrogramLoss`` with its defaults (L1 distance of log and
-    linear mel magnitudes at window lengths 2048 and 512, 150 and 80 mels).
-    0 for identical audio; larger is further.
+    Multi-resolution mel distance, audiotools' ``MelSpectrogramLoss`` with its
+    defaults (:func:`vampstudy.spectral.mel_loss`): the sum over two resolutions
+    (150 mels at window 2048, 80 mels at window 512, hop = window / 4) of the
+    mean absolute difference of ``log10(max(M, 1e-5)**2)`` plus that of ``M``,
+    ``M`` the mel magnitude spectrogram. 0 for identical audio; larger is further.
 ``chroma_similarity``
     Mean over frames of the cosine similarity between the two 12-bin chroma
-    vectors (librosa ``chroma_stft``, hop 2048), over frames where both have
-    energy. 1 = the same pitch classes at the same times (harmonic preservation).
+    vectors (:func:`vampstudy.spectral.chroma_stft`: Ellis' chromagram of the
+    power STFT, n_fft = hop = 2048, each frame scaled to peak 1), over frames
+    where both have energy. Both chromagrams use A440 tuning (librosa's
+    ``chroma_stft(tuning=0)``) rather than a tuning estimated per signal: two
+    different estimates for the two signals would shift the bins between them.
+    1 = the same pitch classes at the same times (harmonic preservation).
 ``onset_correlation``
-    Pearson correlation of the two onset-strength envelopes (librosa
-    ``onset_strength``, hop 512). 1 = the same rhythm at the same times.
+    Pearson correlation of the two onset-strength envelopes
+    (:func:`vampstudy.spectral.onset_strength`: the mean over 128 mel bands of
+    the positive frame-to-frame increase of the log-mel power spectrum, hop 512;
+    librosa's ``onset_strength``). 1 = the same rhythm at the same times.
 ``tempo_difference_bpm``
-    ``|tempo(original) - tempo(generated)|``, tempo from librosa's
-    ``feature.tempo`` on the onset envelope (which, like any tempo estimator,
-    can land on half or double the felt tempo).
+    ``|tempo(original) - tempo(generated)|``, each the tempo of the whole signal
+    from the autocorrelation tempogram of its onset envelope with a log-normal
+    prior around 120 BPM (:func:`vampstudy.spectral.tempo`; librosa's
+    ``feature.tempo``), which, like any tempo estimator, can land on half or
+    double the felt tempo.
 ``visqol_moslqo`` (optional, ``--visqol``)
     ViSQOL v3 audio-mode MOS-LQO from the ``visqol-python`` package, 1–5.
 
@@ -27,6 +40,8 @@ clip and kept in a :class:`FidelityReference`; every condition then pays only
 for its own output's features. :func:`reference_for` keeps the references of
 the last few clips (keyed by the clip's audio tensor), so the plain functions
 below (:func:`fidelity_metrics`, :func:`tempo_bpm`, ...) reuse them too.
+Long clips are transformed a block of frames at a time, so only these reduced
+features are held, never a whole complex spectrogram.
 """
 
 from __future__ import annotations
@@ -38,12 +53,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import spectral
+
 CHROMA_HOP = 2048
 ONSET_HOP = 512
 #: audiotools ``MelSpectrogramLoss`` defaults: (n_mels, window length) per resolution.
-MEL_RESOLUTIONS = ((150, 2048), (80, 512))
-MEL_CLAMP_EPS = 1e-5
-MEL_POW = 2.0
+MEL_RESOLUTIONS = spectral.MEL_LOSS_RESOLUTIONS
+MEL_CLAMP_EPS = spectral.MEL_LOSS_CLAMP
+MEL_POW = spectral.MEL_LOSS_POW
 #: How many clips' references :func:`reference_for` keeps.
 REFERENCE_CACHE_SIZE = 4
 
@@ -64,46 +81,30 @@ def _pair(reference, estimate) -> tuple[np.ndarray, np.ndarray, int]:
 
 # ------------------------------------------------------------- features
 def mel_features(audio: np.ndarray, sr: int) -> list[tuple]:
-    """``(mel, log10(clamp(mel)^2))`` per resolution of ``MelSpectrogramLoss`` (torch tensors)."""
-    from audiotools import AudioSignal
+    """``(mel, log10(clamp(mel)^2))`` per resolution of the mel distance (torch tensors).
 
-    out = []
-    for n_mels, window in MEL_RESOLUTIONS:  # a fresh signal each: its STFT cache changes shape
-        signal = AudioSignal(audio[None, None], sr)
-        mel = signal.mel_spectrogram(n_mels, mel_fmin=0.0, mel_fmax=None, window_length=window,
-                                     hop_length=window // 4, window_type=None)
-        out.append((mel, mel.clamp(MEL_CLAMP_EPS).pow(MEL_POW).log10()))
-    return out
+    See :func:`vampstudy.spectral.mel_loss_features`.
+    """
+    return spectral.mel_loss_features(audio, sr)
 
 
 def _mel_loss(estimate_mels: list[tuple], reference_mels: list[tuple]) -> float:
-    """``MelSpectrogramLoss(estimate, reference)`` from precomputed mel features."""
-    from torch.nn.functional import l1_loss
-
-    loss = 0.0
-    for (x_mel, x_log), (y_mel, y_log) in zip(estimate_mels, reference_mels):
-        loss += l1_loss(x_log, y_log)
-        loss += l1_loss(x_mel, y_mel)
-    return float(loss)
+    """The mel distance of ``estimate`` to ``reference`` from their :func:`mel_features`."""
+    return spectral.mel_loss(estimate_mels, reference_mels)
 
 
 def chroma(audio: np.ndarray, sr: int) -> np.ndarray:
-    import librosa
-
-    return librosa.feature.chroma_stft(y=audio, sr=sr, hop_length=CHROMA_HOP)
+    """12 x frames chromagram at A440, hop :data:`CHROMA_HOP` (:func:`vampstudy.spectral.chroma_stft`)."""
+    return spectral.chroma_stft(audio, sr, n_fft=2048, hop=CHROMA_HOP)
 
 
 def onset_envelope(audio: np.ndarray, sr: int) -> np.ndarray:
-    import librosa
-
-    return librosa.onset.onset_strength(y=audio, sr=sr, hop_length=ONSET_HOP)
+    """Onset-strength envelope, hop :data:`ONSET_HOP` (:func:`vampstudy.spectral.onset_strength`)."""
+    return spectral.onset_strength(audio, sr, hop=ONSET_HOP)
 
 
 def _tempo_of_envelope(envelope: np.ndarray, sr: int) -> float:
-    import librosa
-
-    return float(np.atleast_1d(librosa.feature.tempo(onset_envelope=envelope, sr=sr,
-                                                     hop_length=ONSET_HOP))[0])
+    return spectral.tempo(envelope, sr, hop=ONSET_HOP)
 
 
 def _chroma_similarity(ca: np.ndarray, cb: np.ndarray) -> float:
@@ -192,7 +193,7 @@ class FidelityReference:
             return getattr(feats, name)
 
     def tempo_bpm(self) -> float:
-        """librosa's tempo of the whole original, in beats per minute."""
+        """Tempo of the whole original in beats per minute (:func:`vampstudy.spectral.tempo`)."""
         if self._tempo is None:
             envelope = self._computed(len(self.audio), "onset")
             self._tempo = _tempo_of_envelope(envelope, self.sample_rate)
@@ -262,12 +263,12 @@ def reference_for(signal) -> FidelityReference:
 
 # ------------------------------------------------------- plain functions
 def mel_distance(reference, estimate) -> float:
-    """audiotools ``MelSpectrogramLoss(estimate, reference)`` (0 = identical)."""
+    """Mel distance of ``estimate`` to ``reference``, as audiotools' ``MelSpectrogramLoss`` (0 = identical)."""
     return reference_for(reference).mel_distance(estimate)
 
 
 def chroma_similarity(reference, estimate) -> float:
-    """Mean framewise cosine similarity of chroma (1 = same harmony)."""
+    """Mean framewise cosine similarity of A440 chroma (1 = same harmony)."""
     return reference_for(reference).chroma_similarity(estimate)
 
 
@@ -277,7 +278,7 @@ def onset_correlation(reference, estimate) -> float:
 
 
 def tempo_bpm(signal) -> float:
-    """librosa's tempo estimate of a signal, in beats per minute."""
+    """Tempo estimate of a signal in beats per minute (:func:`vampstudy.spectral.tempo`)."""
     return reference_for(signal).tempo_bpm()
 
 
