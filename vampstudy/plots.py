@@ -71,6 +71,17 @@ def _fixed_margins(fig: Figure, left: float = 0.6, right: float = 0.15, bottom: 
     fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h)
 
 
+def _fixed_grid(fig: Figure, n_rows: int, gap: float, left: float = 0.6, right: float = 0.15,
+                bottom: float = 0.55, top: float = 0.7) -> None:
+    """Fixed margins (inches) for a column of ``n_rows`` panels, ``gap`` inches apart
+    (room for each panel's one-line title), the figure's title in the top margin.
+    See :func:`_fixed_margins`."""
+    w, h = fig.get_size_inches()
+    panel = max((h - bottom - top - gap * (n_rows - 1)) / n_rows, 0.1)
+    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h,
+                        hspace=gap / panel)
+
+
 def _mask_image(ax, mask: torch.Tensor, n_codebooks: int, n_steps: int) -> None:
     m = mask[0, :n_codebooks, :n_steps].cpu().numpy()
     ax.imshow(m, aspect="auto", interpolation="nearest", cmap="Greys", vmin=0, vmax=1,
@@ -95,7 +106,8 @@ def mask_figure(mask: torch.Tensor, title: str, label: str, n_codebooks: int = 4
 def mask_grid_figure(items: Sequence[tuple[str, torch.Tensor]], label: str, n_codebooks: int = 4,
                      n_steps: int = 200) -> Figure:
     """One row per (title, mask): the notebook's mask overview."""
-    fig = Figure(figsize=(9, 1.25 * len(items) + 0.6), layout="constrained")
+    fig = Figure(figsize=(9, 1.25 * len(items) + 0.6))
+    _fixed_grid(fig, len(items), gap=0.3)
     axes = fig.subplots(len(items), 1, squeeze=False)[:, 0]
     for ax, (title, mask) in zip(axes, items):
         _mask_image(ax, mask, n_codebooks, n_steps)
@@ -107,7 +119,8 @@ def mask_grid_figure(items: Sequence[tuple[str, torch.Tensor]], label: str, n_co
     for ax in axes:   # ticks must not widen the axes past the image (a white strip)
         ax.set_xlim(-0.5, shown - 0.5)
     axes[-1].set_xlabel("token step (black = generate, white = keep prompt)")
-    fig.suptitle(f"Masks, first {n_codebooks} codebooks × {n_steps} steps — {label}", fontsize=10)
+    fig.suptitle(f"Masks, first {n_codebooks} codebooks × {n_steps} steps — {label}", fontsize=10,
+                 y=1 - 0.12 / fig.get_size_inches()[1], va="top")
     return fig
 
 
@@ -252,11 +265,13 @@ def spectrogram_figure(signal, title: str, label: str) -> Figure:
 
 def spectrogram_grid_figure(items: Sequence[tuple[str, object]], label: str) -> Figure:
     """Spectrograms stacked, one per (title, signal): the notebook's comparison grid."""
-    fig = Figure(figsize=(9, 1.9 * len(items) + 0.6), layout="constrained")
+    fig = Figure(figsize=(9, 1.9 * len(items) + 0.6))
+    _fixed_grid(fig, len(items), gap=0.3)
     axes = fig.subplots(len(items), 1, squeeze=False, sharex=True)[:, 0]
     for ax, (title, signal) in zip(axes, items):
         _spec_image(ax, signal)
         ax.set_title(title, fontsize=8)
     axes[-1].set_xlabel("seconds")
-    fig.suptitle(f"Spectrograms — {label}", fontsize=10)
+    fig.suptitle(f"Spectrograms — {label}", fontsize=10,
+                 y=1 - 0.12 / fig.get_size_inches()[1], va="top")
     return fig

@@ -28,6 +28,7 @@ from .backends.base import Backend
 from .errors import AudioError, TrackingError, VampstudyError
 from .execute import (Executor, Job, RemoteRecording, make_executor,  # noqa: F401 (re-exported)
                       seed_everything)
+from .memory import release_free_memory
 from .plan import Plan, backend_note, plan_study
 from .record import TAG_FAILED, TAG_FAILED_STAGE, Recorder
 from .study import Outcome, PreparedClip, Record, Session, Study, Trial
@@ -237,6 +238,7 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
     def sink(result) -> None:
         nonlocal done_count
         recorder.record(result)
+        release_free_memory()   # the trial's buffers are freed; keep the resident size flat
         done_count += 1
         if progress:
             progress(result.planned.trial, "FINISHED" if result.ok else "FAILED",
@@ -270,6 +272,7 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
                              list(recorder.failed), len(plan.done), recorder.resumed)
         if ordered:
             recorder.record_summary(study.analyze(ordered, session))
+            release_free_memory()
             save_comparison_view(tracker, recorder.experiment_id, parent_id, study, ordered)
     except KeyboardInterrupt as exc:
         _close(recorder, exc, "analyze")
