@@ -17,6 +17,9 @@ Rows
   researcher's ``mlruns/mlflow.db`` does after their first study: creating a new
   store (MLflow's schema migrations, once per store) is timed on its own row.
 * ``study / bare peak RSS`` — the same two processes. Goal <= 1.3.
+* ``... 3 seeds`` — the same pair with ``--seeds 0,1,2`` (33 trials): how the
+  fixed costs (imports, opening the store, the analysis) amortise over a larger
+  study. Shown, no goal.
 * ``cost per audio second`` for 10, 60, 120 and 600 s clips — the study with 3
   intervals on a synthesised clip of that length (written as a WAV). The
   figure is the study's own wall time (the parent run's ``wall_seconds``
@@ -34,7 +37,7 @@ Usage::
     python benchmarks/bench_throughput.py --only help,ratio
     python benchmarks/bench_throughput.py --only lengths --lengths 10,60
 
-``--only`` takes any of ``help``, ``ratio``, ``lengths``. Run it on an idle
+``--only`` takes any of ``help``, ``ratio``, ``seeds``, ``lengths``. Run it on an idle
 machine: other processes on the same cores change every figure.
 """
 
@@ -61,7 +64,7 @@ GB = 1024 ** 3
 
 
 # --------------------------------------------------------------- bare loop
-def bare_loop(audio: str | None, intervals: tuple[int, ...], seed: int = 0) -> None:
+def bare_loop(audio: str | None, intervals: tuple[int, ...], seeds: tuple[int, ...] = (0,)) -> None:
     """The model's work in a study, and nothing else (run in a child process)."""
     import torch
 
@@ -72,7 +75,7 @@ def bare_loop(audio: str | None, intervals: tuple[int, ...], seed: int = 0) -> N
     clip = load_clip(audio) if audio else demo_clip()
     signal = backend.preprocess(clip.signal)
     codes = backend.encode(signal)
-    for p in intervals:
+    for p, seed in ((p, s) for p in intervals for s in seeds):
         torch.manual_seed(seed)
         mask = backend.build_mask(codes, signal, periodic_prompt=p, upper_codebook_mask=3,
                                   _dropout=0.0)
@@ -207,14 +210,29 @@ def bench_help(table: Table, repeats: int = 5) -> None:
               f"peak RSS {mb(max(m.peak_rss for m in runs))})", "<= 1 s", med <= 1.0)
 
 
-def bench_ratio(table: Table, tmp: Path, repeats: int, timeout: float) -> None:
+def bench_ratio(table: Table, tmp: Path, repeats: int, timeout: float,
+                seeds: tuple[int, ...] = (0,)) -> None:
     bare_cmd = [sys.executable, str(Path(__file__).resolve()), "--bare",
-                "--intervals", ",".join(map(str, NOTEBOOK_INTERVALS))]
+                "--intervals", ",".join(map(str, NOTEBOOK_INTERVALS)),
+                "--seeds", ",".join(map(str, seeds))]
+    extra = [] if seeds == (0,) else ["--seeds", ",".join(map(str, seeds))]
     bares, studies, stores = [], [], []
     for i in range(repeats):  # interleaved, so that drifting load hits both alike
         bares.append(measure(bare_cmd, cwd=str(tmp), timeout=timeout))
-        stores.append(create_store(tmp / f"ratio{i}"))
-        studies.append(run_study(tmp / f"ratio{i}", [], timeout)[0])
+        work = tmp / f"ratio{len(seeds)}-{i}"
+        stores.append(create_store(work))
+        studies.append(run_study(work, extra, timeout)[0])
+    if seeds != (0,):
+        if any(m.rc for m in bares + studies + stores):
+            table.add(f"study / bare, {len(seeds)} seeds", "a process failed (see above)")
+            return
+        bw, sw = (statistics.median(m.wall_s for m in ms) for ms in (bares, studies))
+        br, sr = (max(m.peak_rss for m in ms) for ms in (bares, studies))
+        table.add(f"bare loop / study wall, {len(NOTEBOOK_INTERVALS) * len(seeds)} trials "
+                  f"({len(seeds)} seeds)", f"{bw:.1f} s / {sw:.1f} s")
+        table.add(f"study / bare, {len(seeds)} seeds: wall; peak RSS",
+                  f"{sw / bw:.2f}x; {sr / br:.2f}x ({mb(sr)} vs {mb(br)})")
+        return
     if any(m.rc for m in bares + studies + stores):
         table.add("study / bare loop", "a process failed (see above)", "<= 1.3", False)
         return
@@ -273,8 +291,8 @@ def bench_lengths(table: Table, tmp: Path, lengths: list[float], timeout: float)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Skip the 600 s clip.")
-    parser.add_argument("--only", default="help,ratio,lengths",
-                        help="Comma-separated subset of: help, ratio, lengths.")
+    parser.add_argument("--only", default="help,ratio,seeds,lengths",
+                        help="Comma-separated subset of: help, ratio, seeds, lengths.")
     parser.add_argument("--lengths", default=None, metavar="S,S,...",
                         help="Clip lengths in seconds (default 10,60,120,600).")
     parser.add_argument("--repeats", type=int, default=1,
@@ -288,19 +306,21 @@ def main() -> None:
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--audio", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--intervals", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--seeds", default="0", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.bare:  # child process: the bare model loop
-        bare_loop(args.audio, tuple(int(p) for p in args.intervals.split(",")))
+        bare_loop(args.audio, tuple(int(p) for p in args.intervals.split(",")),
+                  tuple(int(s) for s in args.seeds.split(",")))
         return
 
     if args.threads:
         CHILD_ENV.update({k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                           "OPENBLAS_NUM_THREADS")})
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - {"help", "ratio", "lengths"}
+    unknown = only - {"help", "ratio", "seeds", "lengths"}
     if unknown:
-        parser.error(f"--only: unknown part(s) {sorted(unknown)}; use help, ratio, lengths")
+        parser.error(f"--only: unknown part(s) {sorted(unknown)}; use help, ratio, seeds, lengths")
     lengths = ([float(s) for s in args.lengths.split(",")] if args.lengths
                else [s for s in LENGTHS_S if not (args.quick and s == 600)])
     print(f"bench_throughput: python {platform.python_version()}, {os.cpu_count()} cores, "
@@ -312,6 +332,8 @@ def main() -> None:
             bench_help(table)
         if "ratio" in only:
             bench_ratio(table, Path(tmp), args.repeats, args.timeout)
+        if "seeds" in only:
+            bench_ratio(table, Path(tmp), 1, args.timeout, seeds=(0, 1, 2))
         if "lengths" in only:
             bench_lengths(table, Path(tmp), lengths, args.timeout)
     print()
