@@ -20,6 +20,13 @@ Rows
 * ``... 3 seeds`` — the same pair with ``--seeds 0,1,2`` (33 trials): how the
   fixed costs (imports, opening the store, the analysis) amortise over a larger
   study. Shown, no goal.
+* ``latency-bound model`` — the same pair, 3 seeds, with the ``sleepy-test`` backend
+  (:class:`vampstudy.testing.SleepyBackend`: each vamp sleeps 0.5 s and releases the
+  GIL, as a GPU model's call waits on the device; NOT a model), the study under the
+  pipelined and the sequential executor: what overlapping the measurement with the
+  model call gives when the model call leaves the interpreter free. The reference
+  backend's sampler is Python-heavy and holds the GIL, so on it the two executors
+  take the same time. Shown, no goal.
 * ``cost per audio second`` for 10, 60, 120 and 600 s clips — the study with 3
   intervals on a synthesised clip of that length (written as a WAV). The
   figure is the study's own wall time (the parent run's ``wall_seconds``
@@ -37,7 +44,7 @@ Usage::
     python benchmarks/bench_throughput.py --only help,ratio
     python benchmarks/bench_throughput.py --only lengths --lengths 10,60
 
-``--only`` takes any of ``help``, ``ratio``, ``seeds``, ``lengths``. Run it on an idle
+``--only`` takes any of ``help``, ``ratio``, ``seeds``, ``latency``, ``lengths``. Run it on an idle
 machine: other processes on the same cores change every figure.
 """
 
@@ -64,14 +71,15 @@ GB = 1024 ** 3
 
 
 # --------------------------------------------------------------- bare loop
-def bare_loop(audio: str | None, intervals: tuple[int, ...], seeds: tuple[int, ...] = (0,)) -> None:
+def bare_loop(audio: str | None, intervals: tuple[int, ...], seeds: tuple[int, ...] = (0,),
+              backend_name: str = "reference") -> None:
     """The model's work in a study, and nothing else (run in a child process)."""
     import torch
 
     from vampstudy.audio import demo_clip, load_clip
     from vampstudy.backends import load_backend
 
-    backend = load_backend("reference", device="cpu")
+    backend = load_backend(backend_name, device="cpu")
     clip = load_clip(audio) if audio else demo_clip()
     signal = backend.preprocess(clip.signal)
     codes = backend.encode(signal)
@@ -129,12 +137,12 @@ def vampstudy_cmd() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "vampstudy.cli"]
 
 
-def run_study(workdir: Path, extra: list[str],
-              timeout: float | None) -> tuple[Measured, float | None]:
+def run_study(workdir: Path, extra: list[str], timeout: float | None,
+              backend: str = "reference") -> tuple[Measured, float | None]:
     """``vampstudy run periodic --backend reference`` in ``workdir``; (process, study seconds)."""
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "mlflow.db"
-    cmd = vampstudy_cmd() + ["run", "periodic", "--backend", "reference", "--device", "cpu",
+    cmd = vampstudy_cmd() + ["run", "periodic", "--backend", backend, "--device", "cpu",
                              "--tracking-uri", f"sqlite:///{db}", *extra]
     m = measure(cmd, cwd=str(workdir), timeout=timeout)
     if m.rc != 0:
@@ -258,6 +266,31 @@ def bench_ratio(table: Table, tmp: Path, repeats: int, timeout: float,
               study_rss / bare_rss <= 1.3)
 
 
+SLEEPY = "vampstudy.testing:SleepyBackend"
+
+
+def bench_latency(table: Table, tmp: Path, timeout: float, seeds=(0, 1, 2)) -> None:
+    bare_cmd = [sys.executable, str(Path(__file__).resolve()), "--bare", "--backend", SLEEPY,
+                "--intervals", ",".join(map(str, NOTEBOOK_INTERVALS)),
+                "--seeds", ",".join(map(str, seeds))]
+    bare = measure(bare_cmd, cwd=str(tmp), timeout=timeout)
+    walls = {}
+    for executor in ("pipelined", "sequential"):
+        work = tmp / f"latency-{executor}"
+        create_store(work)
+        m, _ = run_study(work, ["--seeds", ",".join(map(str, seeds)), "--executor", executor],
+                         timeout, backend=SLEEPY)
+        if m.rc:
+            table.add(f"latency-bound, {executor}", "failed (see above)")
+            return
+        walls[executor] = m.wall_s
+    n = len(NOTEBOOK_INTERVALS) * len(seeds)
+    table.add(f"latency-bound model (sleepy-test, 0.5 s/vamp), {n} trials: bare loop wall",
+              f"{bare.wall_s:.1f} s")
+    for executor, wall in walls.items():
+        table.add(f"  study wall, {executor} executor", f"{wall:.1f} s ({wall / bare.wall_s:.2f}x bare)")
+
+
 def bench_lengths(table: Table, tmp: Path, lengths: list[float], timeout: float) -> None:
     per_s: dict[float, float] = {}
     for seconds in lengths:
@@ -291,8 +324,8 @@ def bench_lengths(table: Table, tmp: Path, lengths: list[float], timeout: float)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Skip the 600 s clip.")
-    parser.add_argument("--only", default="help,ratio,seeds,lengths",
-                        help="Comma-separated subset of: help, ratio, seeds, lengths.")
+    parser.add_argument("--only", default="help,ratio,seeds,latency,lengths",
+                        help="Comma-separated subset of: help, ratio, seeds, latency, lengths.")
     parser.add_argument("--lengths", default=None, metavar="S,S,...",
                         help="Clip lengths in seconds (default 10,60,120,600).")
     parser.add_argument("--repeats", type=int, default=1,
@@ -307,20 +340,22 @@ def main() -> None:
     parser.add_argument("--audio", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--intervals", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seeds", default="0", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="reference", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.bare:  # child process: the bare model loop
         bare_loop(args.audio, tuple(int(p) for p in args.intervals.split(",")),
-                  tuple(int(s) for s in args.seeds.split(",")))
+                  tuple(int(s) for s in args.seeds.split(",")), args.backend)
         return
 
     if args.threads:
         CHILD_ENV.update({k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                           "OPENBLAS_NUM_THREADS")})
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - {"help", "ratio", "seeds", "lengths"}
+    parts = ("help", "ratio", "seeds", "latency", "lengths")
+    unknown = only - set(parts)
     if unknown:
-        parser.error(f"--only: unknown part(s) {sorted(unknown)}; use help, ratio, seeds, lengths")
+        parser.error(f"--only: unknown part(s) {sorted(unknown)}; use {', '.join(parts)}")
     lengths = ([float(s) for s in args.lengths.split(",")] if args.lengths
                else [s for s in LENGTHS_S if not (args.quick and s == 600)])
     print(f"bench_throughput: python {platform.python_version()}, {os.cpu_count()} cores, "
@@ -334,6 +369,8 @@ def main() -> None:
             bench_ratio(table, Path(tmp), args.repeats, args.timeout)
         if "seeds" in only:
             bench_ratio(table, Path(tmp), 1, args.timeout, seeds=(0, 1, 2))
+        if "latency" in only:
+            bench_latency(table, Path(tmp), args.timeout)
         if "lengths" in only:
             bench_lengths(table, Path(tmp), lengths, args.timeout)
     print()

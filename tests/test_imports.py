@@ -48,3 +48,28 @@ def test_unknown_attribute_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
         vampstudy.NoSuchThing  # noqa: B018
+
+
+def test_a_study_run_on_a_file_loads_no_librosa_numba_or_ray(tmp_path):
+    """The throughput work keeps these out of a study process: librosa + numba cost ~2.7 s
+    and ~190 MB (fidelity features, reading the file), Ray seconds of import."""
+    import soundfile as sf
+
+    from vampstudy.audio import synthesize_demo
+
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, synthesize_demo(1.5), 44100)
+    code = (
+        "import sys\n"
+        "from vampstudy.cli import main\n"
+        f"sys.argv = ['vampstudy', 'run', 'periodic', '--backend', 'reference', '--device', 'cpu',"
+        f" '--audio', {str(clip)!r}, '--intervals', '3,7',"
+        f" '--tracking-uri', 'sqlite:///{tmp_path / 'm.db'}']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('loaded:' + ','.join(m for m in ('librosa', 'numba', 'ray', 'mlflow')"
+        " if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = out.stdout.strip().splitlines()[-1]
+    assert loaded == "loaded:mlflow", loaded    # mlflow itself is the one heavy import it needs

@@ -292,3 +292,24 @@ def test_legitimate_odd_inputs_run_to_finished(cli, tmp_path):
     children = [r for r in runs if r.data.tags.get("vampstudy.role") == "condition"]
     assert sorted(r.data.params["clip"] for r in children) == sorted(Path(n).stem for n in LEGIT)
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.parametrize("fmt, subtype, channels, sr", [
+    ("WAV", "PCM_16", 1, 44100), ("WAV", "PCM_24", 2, 48000), ("WAV", "FLOAT", 2, 22050),
+    ("FLAC", "PCM_16", 2, 44100), ("OGG", "VORBIS", 1, 44100),
+])
+def test_files_read_with_soundfile_give_audiotools_samples(tmp_path, fmt, subtype, channels, sr):
+    """load_clip reads with soundfile (no librosa in the process): the same samples, shape and
+    rate as audiotools' own loader (librosa.load) gives."""
+    from audiotools import AudioSignal
+
+    from vampstudy.audio import load_clip
+
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, music(0.5, sr, channels), sr, subtype=subtype, format=fmt)
+    ours = load_clip(str(path)).signal
+    theirs = AudioSignal(str(path))
+    assert ours.sample_rate == theirs.sample_rate == sr
+    assert ours.audio_data.shape == theirs.audio_data.shape == (1, channels, ours.signal_length)
+    assert ours.audio_data.dtype == theirs.audio_data.dtype
+    np.testing.assert_array_equal(ours.audio_data.numpy(), theirs.audio_data.numpy())
