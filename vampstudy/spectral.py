@@ -344,11 +344,18 @@ def mel_spectrogram(audio, sr: int, n_fft: int, hop: int, n_mels: int, *, power:
     torch.Tensor
         ``(n_mels, frames)`` float32.
     """
+    return _filtered_spectrogram(audio, _mel_basis(int(sr), int(n_fft), int(n_mels)), n_fft, hop,
+                                 power, pad_mode, block_frames)
+
+
+def _filtered_spectrogram(audio, basis, n_fft: int, hop: int, power: float, pad_mode: str,
+                          block_frames: int | None):
+    """``basis @ |STFT|**power``, block by block: ``(basis rows, frames)`` float32 tensor."""
     import torch
 
-    basis = _mel_basis(int(sr), int(n_fft), int(n_mels))
     audio = _as_tensor(audio)
-    out = torch.empty((n_mels, stft_frame_count(audio.shape[0], n_fft, hop)), dtype=torch.float32)
+    out = torch.empty((basis.shape[0], stft_frame_count(audio.shape[0], n_fft, hop)),
+                      dtype=torch.float32)
     for first, spec in stft_blocks(audio, n_fft, hop, pad_mode=pad_mode, block_frames=block_frames):
         mag = spec.abs()
         if power != 1.0:
@@ -439,15 +446,11 @@ def chroma_stft(audio, sr: int, n_fft: int = 2048, hop: int = 2048, *,
     """
     import torch
 
-    basis = _chroma_basis(int(sr), int(n_fft))
-    audio = _as_tensor(audio)
-    out = torch.empty((N_CHROMA, stft_frame_count(audio.shape[0], n_fft, hop)), dtype=torch.float32)
-    for first, spec in stft_blocks(audio, n_fft, hop, pad_mode="constant", block_frames=block_frames):
-        raw = basis @ spec.abs().pow(2)
-        peak = raw.abs().amax(dim=0)
-        peak = torch.where(peak < _TINY32, torch.ones_like(peak), peak)
-        out[:, first:first + raw.shape[1]] = raw / peak
-    return out.numpy()
+    raw = _filtered_spectrogram(audio, _chroma_basis(int(sr), int(n_fft)), n_fft, hop, 2.0,
+                                "constant", block_frames)
+    peak = raw.abs().amax(dim=0)
+    peak = torch.where(peak < _TINY32, torch.ones_like(peak), peak)
+    return (raw / peak).numpy()
 
 
 # ----------------------------------------------------------------- tempo
