@@ -13,6 +13,18 @@ from vampstudy.tracking import Tracker
 INTERVALS = (2, 5, 9, 13)
 
 
+def one_line_error(result, *needles, code=1):
+    """Exit ``code``, no traceback, exactly one ``Error:`` line holding every needle."""
+    assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
+
+
 def study_cmd(uri: str, audio: str, *extra: str, intervals=INTERVALS,
               experiment: str = "periodic") -> list[str]:
     """``vampstudy run periodic`` on the reference backend as a command line."""

@@ -22,6 +22,8 @@ from click.testing import CliRunner
 from vampstudy.audio import check_inputs, synthesize_demo
 from vampstudy.cli import main
 
+from harness import one_line_error
+
 RNG = np.random.default_rng(10)
 
 
@@ -127,17 +129,6 @@ def cli(tmp_path, monkeypatch):
     return invoke
 
 
-def refused(result, *needles):
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
-
-
 def no_runs(uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -153,7 +144,7 @@ def no_runs(uri: str) -> None:
 def test_bad_input_is_one_line_naming_the_file(cli, bad_dir, name):
     path = bad_dir / name
     result = cli("--audio", path)
-    refused(result, path.name, BAD[name][1])
+    one_line_error(result, path.name, BAD[name][1])
     no_runs(result.uri)
 
 
@@ -165,7 +156,7 @@ def test_a_folder_with_one_damaged_file_names_it_and_says_what_it_skipped(cli, t
     (folder / "notes.txt").write_text("liner notes")
     (folder / "sub").mkdir()
     result = cli("--audio", folder)
-    refused(result, "damaged.flac", "not a readable audio file")
+    one_line_error(result, "damaged.flac", "not a readable audio file")
     assert f"skipped {folder / 'notes.txt'}: not an audio suffix" in result.output
     assert f"skipped {folder / 'sub'}: a folder" in result.output
     no_runs(result.uri)

@@ -25,7 +25,7 @@ from vampstudy.errors import ConfigError, TrackingError
 from vampstudy.stores import artifact_root, check_tracking_uri
 from vampstudy.tracking import Tracker
 
-from harness import study_cmd
+from harness import one_line_error, study_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,18 +39,6 @@ def cli(tmp_path, monkeypatch):
     def invoke(*args):
         return runner.invoke(main, [str(a) for a in args])
     return invoke
-
-
-def one_line_error(result, *needles, code=1):
-    """Exit ``code``, no traceback, exactly one ``Error:`` line holding every needle."""
-    assert result.exit_code == code, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
 
 
 def all_runs(uri: str) -> list:
