@@ -240,10 +240,14 @@ class PipelinedExecutor(Executor):
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+#: The executors that need no optional extra.
+LOCAL_EXECUTORS: dict[str, Callable[..., Executor]] = {"pipelined": PipelinedExecutor,
+                                                       "sequential": SequentialExecutor}
+
+
 def available_executors() -> dict[str, Callable[..., Executor]]:
     """Executor factories by name (``ray`` when its optional extra is importable)."""
-    found: dict[str, Callable[..., Executor]] = {"pipelined": PipelinedExecutor,
-                                                 "sequential": SequentialExecutor}
+    found = dict(LOCAL_EXECUTORS)
     try:
         from .executors.ray import RayExecutor  # optional extra
     except ImportError:
@@ -264,9 +268,8 @@ def make_executor(name: str = "pipelined", **options) -> Executor:
     ConfigError
         Unknown name, or ``ray`` without its extra installed.
     """
-    local = {"pipelined": PipelinedExecutor, "sequential": SequentialExecutor}
-    if name in local:  # without importing the optional extra (Ray's import alone takes a while)
-        return local[name](**options)
+    if name in LOCAL_EXECUTORS:  # without importing the optional extra (Ray's import is slow)
+        return LOCAL_EXECUTORS[name](**options)
     factories = available_executors()
     if name not in factories:
         if name == "ray":

@@ -386,7 +386,7 @@ class Tracker:
 
         One row per clip (its identity: name, path, sha256, ...). The dataset
         entity is built here rather than through ``mlflow.data.from_pandas``,
-        which would load pandas' Arrow support and infer a schema per run.
+        which would build a DataFrame and infer its schema for every run.
         """
         self.client.log_inputs(run_id, datasets=[
             mlflow.entities.DatasetInput(clips_dataset(name, clips), tags=[])])
