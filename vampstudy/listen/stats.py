@@ -209,11 +209,17 @@ def mixed_model(scores: dict, conditions: list[str], raters: list[str]) -> dict:
     data["group"] = 1
     model = smf.mixedlm("score ~ C(condition)", data, groups="group", re_formula="0",
                         vc_formula={"rater": "0 + C(rater)", "item": "0 + C(item)"})
-    fit = model.fit(reml=True)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = model.fit(reml=True)
+    notes = sorted({str(w.message).splitlines()[0] for w in caught})
     effects = {conditions[0]: 0.0}
     for j, cond in enumerate(conditions[1:], start=1):
         effects[cond] = float(fit.fe_params[f"C(condition)[T.{cond}]"])
     pvalues = {cond: float(fit.pvalues[f"C(condition)[T.{cond}]"]) for cond in conditions[1:]}
     vc = dict(zip(model.exog_vc.names, np.asarray(fit.vcomp, dtype=float).tolist()))
     return {"fitted": True, "baseline": conditions[0], "intercept": float(fit.fe_params["Intercept"]),
-            "effects": effects, "p": pvalues, "variance": vc, "n": int(len(data))}
+            "effects": effects, "p": pvalues, "variance": vc, "n": int(len(data)),
+            "converged": bool(getattr(fit, "converged", True)), "warnings": notes}
