@@ -90,7 +90,8 @@ def boxplot(rows: list[dict], summary: dict, screening: dict):
     data = [[s for (r, _, c), s in scores.items() if c == name and r in keep] for name in names]
     fig = Figure(figsize=(max(5.0, 0.7 * len(names) + 2), 4.2))
     ax = fig.add_subplot()
-    ax.boxplot([d or [math.nan] for d in data], labels=names)
+    ax.boxplot([d or [math.nan] for d in data])
+    ax.set_xticks(range(1, len(names) + 1), names)
     for x, c in enumerate(summary["conditions"], start=1):
         if c["mean"] is not None:
             ax.errorbar(x, c["mean"], yerr=c["ci95"] or 0, fmt="o", color="C3", capsize=3)
