@@ -201,7 +201,8 @@ def create_app(state: ListeningTest, token: str | None = None):
         Route("/", guard(index)), Route("/static/{name}", guard(static)),
         Route("/api/next", guarded_api, methods=["POST"]),
         Route("/api/submit", guarded_api, methods=["POST"]),
-        Route("/audio/{token}", guard(audio))])
+        Route("/audio/{token}", guard(audio)),
+        Route("/favicon.ico", lambda request: Response(status_code=204))])
 
 
 def serve(state: ListeningTest, host: str = "127.0.0.1", port: int = 8765, ready=None) -> None:

@@ -14,7 +14,7 @@ const state = {
   startedAt: null, offset: 0, loop: [0, 0], active: null, activeSince: 0,
   played: {}, moved: {}, scores: {}, plays: {}, listenMs: {}, trialStart: 0, busy: false,
 };
-// read by the browser tests (timing and sync only; it names no condition)
+// read by the browser tests (timing and sync only; the server keeps what each letter is)
 window.vampListen = state;
 
 function labelOf(score) {
@@ -249,7 +249,12 @@ async function loadBuffers(trial) {
 
 async function showTrial(trial) {
   stopSources();
-  if (trial.done) { show("thanks-page"); localStorage.removeItem("vampstudy.rater"); return; }
+  if (trial.done) {
+    state.trial = trial;
+    show("thanks-page");
+    localStorage.removeItem("vampstudy.rater");
+    return;
+  }
   Object.assign(state, { trial, played: {}, moved: {}, scores: {}, plays: {}, listenMs: {},
                          active: null, offset: 0, busy: false });
   restoreDraft();
