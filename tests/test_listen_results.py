@@ -194,3 +194,27 @@ def test_other_host_needs_the_printed_token(listen_study, built):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_noref_and_ab_designs(listen_study, tmp_path):
+    tracker, run_id, _ = listen_study
+    noref = ListeningTest(build_test(tracker, run_id, "mushra-noref", tmp_path / "noref"), tracker)
+    first = noref.next_trial("erin")
+    assert first["reference"] is None and len(first["stimuli"]) == 6
+    ab = ListeningTest(build_test(tracker, run_id, "ab", tmp_path / "ab"), tracker)
+    trial = ab.next_trial("erin")
+    assert trial["kind"] == "ab" and [s["label"] for s in trial["stimuli"]] == ["A", "B"]
+    assert trial["reference"] is None
+    # erin prefers the smaller interval in every pair: its preference share is highest
+    nxt = trial
+    while not nxt["done"]:
+        mapping = dz.trial_letters(ab.design, "erin", dz.trial_by_id(ab.design, nxt["trial_id"]))
+        best = min(mapping, key=lambda k: int(mapping[k].split("=")[1]))
+        nxt = ab.submit("erin", nxt["trial_id"], {k: {"score": 100 if k == best else 0}
+                                                  for k in mapping})
+    from vampstudy.listen.results import analyse
+
+    screening, summary = analyse(ab.journal.rows(), ab.design)
+    shares = {c["condition"]: c["mean"] for c in summary["conditions"]}
+    assert shares == {"interval=3": 100.0, "interval=7": 50.0, "interval=20": 0.0}
+    assert screening["excluded"] == {} and summary["friedman"] is None

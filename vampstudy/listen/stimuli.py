@@ -52,9 +52,11 @@ def loudness_lufs(x: np.ndarray, sample_rate: int) -> float:
     return float(sig.loudness().max())
 
 
-def _match_loudness(x: np.ndarray, sample_rate: int, target_lufs: float) -> np.ndarray:
-    """``x`` scaled to ``target_lufs`` (private stand-in for issue 22's ``match_loudness``)."""
-    level = loudness_lufs(x, sample_rate)
+def _match_loudness(x: np.ndarray, sample_rate: int, target_lufs: float,
+                    level: float | None = None) -> np.ndarray:
+    """``x`` scaled to ``target_lufs`` (private stand-in for issue 22's ``match_loudness``);
+    ``level`` is ``x``'s loudness when already measured."""
+    level = loudness_lufs(x, sample_rate) if level is None else level
     if not math.isfinite(level) or level <= -70.0:
         return x.copy()
     return x * 10.0 ** ((target_lufs - level) / 20.0)
@@ -86,7 +88,7 @@ def match_all(items: dict[str, dict[str, np.ndarray]], sample_rate: int,
             if peak > PEAK_LIMIT:
                 headroom = max(headroom, 20.0 * math.log10(peak / PEAK_LIMIT))
     target = target_lufs - headroom
-    matched = {i: {k: _match_loudness(v, sample_rate, target) for k, v in s.items()}
+    matched = {i: {k: _match_loudness(v, sample_rate, target, levels[(i, k)]) for k, v in s.items()}
                for i, s in items.items()}
     return matched, target
 
