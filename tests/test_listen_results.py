@@ -218,3 +218,35 @@ def test_noref_and_ab_designs(listen_study, tmp_path):
     shares = {c["condition"]: c["mean"] for c in summary["conditions"]}
     assert shares == {"interval=3": 100.0, "interval=7": 50.0, "interval=20": 0.0}
     assert screening["excluded"] == {} and summary["friedman"] is None
+
+
+class _FlakyStore:
+    """The real tracker, except that its batched writes fail while ``down`` (a store outage)."""
+
+    def __init__(self, tracker):
+        self.tracker, self.down = tracker, True
+
+    def __getattr__(self, name):
+        return getattr(self.tracker, name)
+
+    def log_run_batch(self, *args, **kwargs):
+        if self.down:
+            raise ConnectionError("tracking store unreachable")
+        return self.tracker.log_run_batch(*args, **kwargs)
+
+
+def test_a_store_outage_loses_no_rating(built, listen_study, tmp_path):
+    tracker, run_id, _ = listen_study
+    store = _FlakyStore(tracker)
+    state = ListeningTest(built, store)
+    first = state.next_trial("fay")
+    ratings = {k: {"score": v} for k, v in oracle(built.design, "fay", first["trial_id"]).items()}
+    with pytest.raises(ConnectionError):
+        state.submit("fay", first["trial_id"], ratings)
+    assert state.journal.done("fay") == {first["trial_id"]}      # kept locally
+    store.down = False
+    nxt = state.submit("fay", first["trial_id"], ratings)         # the page retries
+    assert nxt["trial_id"] != first["trial_id"]
+    rows = list(csv.DictReader(_artifact(tracker, run_id, "listening/ratings.csv", tmp_path)
+                               .splitlines()))
+    assert len([r for r in rows if r["rater_id"] == "fay"]) == 6

@@ -46,6 +46,7 @@ class ListeningTest:
         self.journal = Journal(test.state_dir / "journal.jsonl")
         self._tokens: dict[str, tuple[str, str]] = {}   # token → (item, condition)
         self._write = threading.Lock()
+        self._published = -1          # journal records last written to MLflow
 
     # ----------------------------------------------------------- trials
     def _token(self, rater: str, trial_id: str, letter: str) -> str:
@@ -103,18 +104,21 @@ class ListeningTest:
 
     def submit(self, rater: str, trial_id: str, ratings: dict, trial_ms=None) -> dict:
         """Commit one trial (journal, then MLflow) and return the rater's next trial.
-        A trial already submitted is not recorded again (the answer is the same)."""
+        A trial already submitted is not recorded again (the answer is the same); ratings
+        the store missed (it was unreachable) are written with the next submit."""
         if trial_id not in dz.rater_order(self.design, rater):
             raise ValueError(f"unknown trial {trial_id!r}")
         record = self._record(rater, trial_id, ratings, trial_ms)
         with self._write:
-            if self.journal.add(record):
+            added = self.journal.add(record)
+            n = len(self.journal.records())
+            if n != self._published:
                 results.publish_ratings(self.tracker, self.test, self.journal)
-                nxt = self.next_trial(rater)
-                if nxt["done"]:
-                    results.record_analysis(self.tracker, self.test, self.journal)
-                return nxt
-        return self.next_trial(rater)
+                self._published = n
+            nxt = self.next_trial(rater)
+            if added and nxt["done"]:
+                results.record_analysis(self.tracker, self.test, self.journal)
+            return nxt
 
     def close(self) -> None:
         """Final analysis (on shutdown)."""
@@ -136,73 +140,79 @@ def _rater(body: dict) -> str:
     return rater
 
 
+def _allowed(request, token: str | None) -> bool:
+    if token is None:
+        return True
+    given = request.query_params.get("token") or request.cookies.get("vampstudy_listen")
+    return given is not None and hmac.compare_digest(given, token)
+
+
+async def _api(request, state: ListeningTest):
+    """``/api/next`` and ``/api/submit``: JSON in, JSON out; bad input is a 400 naming it."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse
+
+    try:
+        body = json.loads(await request.body() or b"{}")
+        rater = _rater(body)
+        if request.url.path.endswith("/submit"):
+            out = await run_in_threadpool(state.submit, rater, str(body.get("trial_id")),
+                                          body.get("ratings") or {}, body.get("trial_ms"))
+        else:
+            out = await run_in_threadpool(state.next_trial, rater)
+    except (ValueError, KeyError, TypeError) as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    except Exception as exc:     # the tracking store failed: the journal has the trial
+        logger.exception("writing ratings to the tracking store failed")
+        return JSONResponse({"error": f"saved here, but the tracking store failed "
+                                      f"({type(exc).__name__})"}, status_code=503)
+    return JSONResponse(out)
+
+
 def create_app(state: ListeningTest, token: str | None = None):
     """The Starlette app of a test; ``token`` (when set) guards every route."""
     from starlette.applications import Starlette
-    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.responses import FileResponse, Response
     from starlette.routing import Route
 
-    def allowed(request) -> bool:
-        if token is None:
-            return True
-        given = request.query_params.get("token") or request.cookies.get("vampstudy_listen")
-        return given is not None and hmac.compare_digest(given, token)
+    refused = "access token missing or wrong: open the URL printed by `vampstudy listen`"
 
     def guard(handler):
-        def wrapped(request):
-            if not allowed(request):
-                return Response("access token missing or wrong: open the URL printed by "
-                                "`vampstudy listen`", status_code=403)
-            return handler(request)
+        async def wrapped(request):
+            if not _allowed(request, token):
+                return Response(refused, status_code=403)
+            return await handler(request)
         return wrapped
 
-    def index(request):
+    async def index(request):
         response = Response(_static("index.html"), media_type="text/html")
         if token is not None:
             response.set_cookie("vampstudy_listen", token, httponly=True, samesite="strict")
         return response
 
-    def static(request):
+    async def static(request):
         name = request.path_params["name"]
         if name not in STATIC:
             return Response("not found", status_code=404)
         return Response(_static(name), media_type=STATIC[name])
 
     async def api(request):
-        try:
-            body = json.loads(await request.body() or b"{}")
-            rater = _rater(body)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        from starlette.concurrency import run_in_threadpool
+        return await _api(request, state)
 
-        try:
-            if request.url.path.endswith("/submit"):
-                out = await run_in_threadpool(state.submit, rater, str(body.get("trial_id")),
-                                              body.get("ratings") or {}, body.get("trial_ms"))
-            else:
-                out = await run_in_threadpool(state.next_trial, rater)
-        except (ValueError, KeyError, TypeError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(out)
-
-    def audio(request):
+    async def audio(request):
         path = state.audio(request.path_params["token"])
         if path is None:
             return Response("unknown stimulus", status_code=404)
         return FileResponse(path, media_type="audio/wav", headers={"Cache-Control": "no-store"})
 
-    async def guarded_api(request):
-        if not allowed(request):
-            return Response("access token missing or wrong", status_code=403)
-        return await api(request)
+    async def favicon(request):
+        return Response(status_code=204)
 
     return Starlette(routes=[
         Route("/", guard(index)), Route("/static/{name}", guard(static)),
-        Route("/api/next", guarded_api, methods=["POST"]),
-        Route("/api/submit", guarded_api, methods=["POST"]),
-        Route("/audio/{token}", guard(audio)),
-        Route("/favicon.ico", lambda request: Response(status_code=204))])
+        Route("/api/next", guard(api), methods=["POST"]),
+        Route("/api/submit", guard(api), methods=["POST"]),
+        Route("/audio/{token}", guard(audio)), Route("/favicon.ico", favicon)])
 
 
 def serve(state: ListeningTest, host: str = "127.0.0.1", port: int = 8765, ready=None) -> None:
