@@ -149,6 +149,7 @@ def test_duplicates_and_restarts_change_nothing(built, listen_study, tmp_path):
 
 def test_show_prints_the_listening_table_and_analyse_runs_without_a_server(listen_study, built):
     tracker, run_id, _ = listen_study
+    _rate_all(ListeningTest(built, tracker), "hal")
     runner = CliRunner()
     out = runner.invoke(main, ["listen", run_id, "--tracking-uri", tracker.uri, "--state-dir",
                                str(built.state_dir), "--analyse"])
@@ -158,6 +159,8 @@ def test_show_prints_the_listening_table_and_analyse_runs_without_a_server(liste
     assert "listening test (mushra" in out.output
     table = out.output.split("listening test", 1)[1]
     assert all(name in table for name in ("hidden_reference", "interval=7", "anchor_3k5"))
+    assert re.search(r"Friedman chi2\(2\) = [\d.]+, p = ", table)
+    assert "interval=3 vs interval=7" in table
 
 
 def test_unknown_design_is_one_clear_error(listen_study):
@@ -250,3 +253,33 @@ def test_a_store_outage_loses_no_rating(built, listen_study, tmp_path):
     rows = list(csv.DictReader(_artifact(tracker, run_id, "listening/ratings.csv", tmp_path)
                                .splitlines()))
     assert len([r for r in rows if r["rater_id"] == "fay"]) == 6
+
+
+def test_more_conditions_than_a_trial_holds_make_blocks(listen_study, tmp_path):
+    tracker, run_id, _ = listen_study
+    test = build_test(tracker, run_id, "mushra", tmp_path, max_conditions=2)
+    design = test.design
+    assert design["blocked"] and design["blocks"] == [["interval=3", "interval=7"], ["interval=20"]]
+    assert len(design["trials"]) == 4 and all(len(t["stimuli"]) <= 5 for t in design["trials"])
+    state = ListeningTest(test, tracker)
+    _rate_all(state, "gil")
+    rows = [r for r in state.journal.rows() if not r["training"]]
+    refs = [r for r in rows if r["role"] == dz.HIDDEN_REFERENCE]
+    assert len(refs) == 4 and len({r["item"] for r in refs}) == 2    # heard once per block
+    from vampstudy.listen.results import analyse
+
+    _, summary = analyse(state.journal.rows(), design)
+    ref = next(c for c in summary["conditions"] if c["condition"] == dz.HIDDEN_REFERENCE)
+    assert ref["n"] == 2                                               # one item score per item
+
+
+def test_an_unfinished_study_is_refused(listen_study, tmp_path):
+    tracker, run_id, _ = listen_study
+    from vampstudy.errors import VampstudyError
+
+    tracker.client.update_run(run_id, status="RUNNING")
+    try:
+        with pytest.raises(VampstudyError, match="not FINISHED"):
+            build_test(tracker, run_id, "mushra", tmp_path)
+    finally:
+        tracker.client.update_run(run_id, status="FINISHED")

@@ -698,7 +698,7 @@ def show(run_id, wide, tracking_uri):
 
 def _show_listening(tracker, run_id: str) -> None:
     """The listening-test table of a study run, when one was analysed."""
-    from .listen.results import load_summary, summary_rows
+    from .listen.results import load_summary, summary_rows, test_lines
     from .report import format_table
 
     summary = load_summary(tracker, run_id)
@@ -706,6 +706,8 @@ def _show_listening(tracker, run_id: str) -> None:
         click.echo(f"\nlistening test ({summary['design']}, {summary['n_raters_after']} of "
                    f"{summary['n_raters_before']} raters after screening), score 0-100:")
         click.echo(format_table(summary_rows(summary)))
+        for line in test_lines(summary):
+            click.echo(line)
 
 
 if __name__ == "__main__":  # pragma: no cover

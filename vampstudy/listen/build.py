@@ -147,6 +147,9 @@ def build_test(tracker, run_id: str = "latest", design: str = "mushra",
         raise VampstudyError(f"--design {design!r} is unknown; choose one of "
                              f"{', '.join(dz.DESIGNS)}")
     run = tracker.resolve_study_run(run_id)
+    if run.info.status != "FINISHED":
+        raise VampstudyError(f"study run {run.info.run_id} is {run.info.status}, not FINISHED; "
+                             "finish it first (`vampstudy run NAME ... --resume`)")
     state = Path(state_dir) if state_dir else default_state_dir(tracker, run.info.run_id, design)
     if (state / "design.json").exists():
         return Test(state, run.info.run_id, json.loads((state / "design.json").read_text()),

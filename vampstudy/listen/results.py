@@ -149,6 +149,20 @@ def summary_rows(summary: dict) -> list[dict]:
              "median": c["median"], "iqr": c["iqr"]} for c in summary["conditions"]]
 
 
+def test_lines(summary: dict) -> list[str]:
+    """Friedman and the Holm-adjusted Wilcoxon tests of neighbours, as text lines."""
+    f = summary.get("friedman") or {}
+    if f.get("p") is None:
+        return [f"Friedman: not computed ({f.get('note', 'no data')})"] if f else []
+    lines = [f"Friedman chi2({f['df']}) = {f['statistic']:.3g}, p = {f['p']:.3g} "
+             f"({f['n_blocks']} rater x item blocks)"]
+    for w in summary.get("wilcoxon_holm", []):
+        p = "-" if w["p_holm"] is None else f"{w['p_holm']:.3g}"
+        lines.append(f"  {w['a']} vs {w['b']}: median diff {w['median_diff']:.3g}, "
+                     f"Wilcoxon p (Holm) = {p}")
+    return lines
+
+
 def load_summary(tracker, run_id: str) -> dict | None:
     """The parent's ``listening/summary.json`` (None when no test was analysed)."""
     import tempfile
