@@ -103,6 +103,7 @@ def test_ratings_screening_summary_and_metrics_land_on_the_runs(built, listen_st
         expected = oracle(built.design, row["rater_id"], row["trial_id"])[row["letter"]]
         assert float(row["score"]) == expected
         assert row["role"] == dz.role_of(row["condition"])
+        assert dz.rater_order(built.design, row["rater_id"])[int(row["position"])] == row["trial_id"]
     screening = json.loads(_artifact(tracker, run_id, "listening/screening.json", tmp_path))
     assert list(screening["excluded"]) == ["careless-carl"]
     assert (screening["n_before"], screening["n_after"]) == (3, 2)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .. import stores
 from ..errors import VampstudyError
 from ..layout import TAG_CONDITION, TAG_ORDER, TAG_PARENT, TAG_ROLE
 from . import design as dz
@@ -49,8 +50,8 @@ class Test:
 
 def default_state_dir(tracker, run_id: str, design: str) -> Path:
     """``<sqlite store folder>/listening/<run>-<design>``, else ``./vampstudy-listen/...``."""
-    root = Path(tracker.artifact_root.replace("file://", "")).parent if tracker.artifact_root \
-        else Path.cwd() / "vampstudy-listen"
+    db = stores.sqlite_path(tracker.uri)
+    root = db.parent if db is not None else Path.cwd() / "vampstudy-listen"
     return root / "listening" / f"{run_id}-{design}"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 #: Columns of ``listening/ratings.csv``, in order.
 COLUMNS = ("rater_id", "trial_id", "item", "condition", "role", "score", "training", "plays",
-           "listen_ms", "block", "letter", "trial_ms", "submitted_at")
+           "listen_ms", "block", "letter", "position", "trial_ms", "submitted_at")
 
 
 class Journal:
@@ -75,6 +75,7 @@ class Journal:
                             "item": rec["item"], "condition": s["condition"], "role": s["role"],
                             "score": s["score"], "training": rec["training"], "plays": s["plays"],
                             "listen_ms": s["listen_ms"], "block": rec["block"],
-                            "letter": s["letter"], "trial_ms": rec.get("trial_ms"),
+                            "letter": s["letter"], "position": rec.get("position"),
+                            "trial_ms": rec.get("trial_ms"),
                             "submitted_at": rec.get("submitted_at")})
         return out

@@ -98,7 +98,9 @@ class ListeningTest:
                          "score": score, "plays": int(r.get("plays", 0)),
                          "listen_ms": int(r.get("listen_ms", 0))})
         return {"rater_id": rater, "trial_id": trial_id, "item": trial["item"],
-                "block": trial["block"], "training": trial_id == dz.TRAINING, "ratings": rows,
+                "block": trial["block"],
+                "position": dz.rater_order(self.design, rater).index(trial_id),
+                "training": trial_id == dz.TRAINING, "ratings": rows,
                 "trial_ms": int(trial_ms or 0), "submitted_at": time.strftime(
                     "%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
