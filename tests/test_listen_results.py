@@ -284,3 +284,26 @@ def test_an_unfinished_study_is_refused(listen_study, tmp_path):
             build_test(tracker, run_id, "mushra", tmp_path)
     finally:
         tracker.client.update_run(run_id, status="FINISHED")
+
+
+def test_a_control_run_with_one_seed_serves_every_item_of_its_clip(tracker):
+    from vampstudy.layout import TAG_CONDITION, TAG_ORDER
+    from vampstudy.listen.build import TAG_CONTROL, collect_sources, study_children
+
+    exp = tracker.experiment_id("controls")
+    parent = tracker.start_run(exp, "study", {"vampstudy.role": "study"})
+    specs = [({"interval": 3}, 0, ""), ({"interval": 3}, 1, ""), ({"control": "codec"}, 0, "codec")]
+    for order, (params, seed, control) in enumerate(specs):
+        tags = {"vampstudy.role": "condition", TAG_CONDITION: json.dumps(params), TAG_ORDER: order}
+        if control:
+            tags[TAG_CONTROL] = control
+        child = tracker.start_run(exp, f"c{order}", tags, parent_id=parent)
+        tracker.log_params(child, {"clip": "song", "seed": seed})
+        tracker.finish(child)
+    children = study_children(tracker, tracker.get_run(parent))
+    items, conditions, runs = collect_sources(children)
+    assert [c["condition"] for c in conditions] == ["interval=3", "control=codec"]
+    assert [c["kind"] for c in conditions] == ["condition", "control"]
+    codec = conditions[1]["run_ids"][0]
+    assert runs[("song/seed0", "control=codec")] == runs[("song/seed1", "control=codec")] == codec
+    assert runs[("song/seed0", "interval=3")] != runs[("song/seed1", "interval=3")]

@@ -28,6 +28,8 @@ from . import stimuli
 logger = logging.getLogger(__name__)
 
 CHILD_ROLES = ("condition", "control")
+#: Tag of control runs (issue 18: ``codec`` | ``noise``); absent on a study's own conditions.
+TAG_CONTROL = "vampstudy.control"
 OUTPUT_ARTIFACT = "audio/output.wav"
 
 
@@ -76,16 +78,27 @@ def study_children(tracker, run) -> list:
 
 
 def collect_sources(children) -> tuple[list[dict], list[dict], dict]:
-    """Items (clip × seed), conditions (study order) and (item, condition) → child run ids."""
-    items, conditions, runs = {}, {}, {}
+    """Items (clip × seed), conditions (study order) and (item, condition) → child run id.
+
+    A control run (tag :data:`TAG_CONTROL`, e.g. the ``codec`` control that a study runs
+    with its first seed only) stands in for the items of its clip that have no run of it."""
+    items, conditions, runs, by_clip = {}, {}, {}, {}
     for c in children:
         clip, seed = c.data.params.get("clip", "clip"), c.data.params.get("seed", "0")
         item = f"{clip}/seed{seed}"
         items.setdefault(item, {"item": item, "clip": clip, "seed": seed})
         name = condition_name(c)
-        conditions.setdefault(name, {"condition": name, "kind": c.data.tags.get(TAG_ROLE),
-                                     "run_ids": []})["run_ids"].append(c.info.run_id)
+        control = c.data.tags.get(TAG_CONTROL, "")
+        conditions.setdefault(name, {"condition": name, "kind": "control" if control else
+                                     "condition", "run_ids": []})["run_ids"].append(c.info.run_id)
         runs[(item, name)] = c.info.run_id
+        if control:
+            by_clip.setdefault((clip, name), c.info.run_id)
+    for item in items.values():
+        for name in conditions:
+            shared = by_clip.get((item["clip"], name))
+            if (item["item"], name) not in runs and shared:
+                runs[(item["item"], name)] = shared
     return list(items.values()), list(conditions.values()), runs
 
 
