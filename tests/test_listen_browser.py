@@ -46,8 +46,9 @@ def _free_port() -> int:
 class ListenServer:
     """``vampstudy listen`` as a subprocess in its own process group (killable, restartable)."""
 
-    def __init__(self, tracker, run_id: str, state_dir: Path, cwd: Path):
+    def __init__(self, tracker, run_id: str, state_dir: Path, cwd: Path, design: str = "mushra"):
         self.tracker, self.run_id, self.state_dir, self.cwd = tracker, run_id, state_dir, cwd
+        self.design_name = design
         self.port, self.proc, self.url = _free_port(), None, None
 
     def start(self) -> str:
@@ -55,7 +56,7 @@ class ListenServer:
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "vampstudy.cli"]
         self.proc = subprocess.Popen(
             cmd + ["listen", self.run_id, "--tracking-uri", self.tracker.uri, "--port",
-                   str(self.port), "--state-dir", str(self.state_dir)],
+                   str(self.port), "--state-dir", str(self.state_dir), "--design", self.design_name],
             cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True)
         seen = []
@@ -101,7 +102,7 @@ def _open(browser, server, rater: str):
     page.goto(server.url)
     page.get_by_role("textbox", name="Rater ID").fill(rater)
     page.get_by_role("button", name="Start").click()
-    page.get_by_role("button", name="Play A").wait_for()
+    page.wait_for_function("vampListen.ready === true")
     return page
 
 
@@ -116,8 +117,13 @@ def _rate_trial(page, design: dict, rater: str) -> None:
         page.get_by_role("button", name=f"Play {letter}", exact=True).click()
         page.get_by_role("slider", name=f"Rating for {letter}").fill(str(score))
     page.get_by_role("button", name="Next").click()
-    page.wait_for_function("id => !vampListen.trial || vampListen.trial.done || "
-                           "vampListen.trial.trial_id !== id", arg=trial_id)
+    _wait_next(page, trial_id)
+
+
+def _wait_next(page, trial_id: str) -> None:
+    """Wait until the page shows the trial after ``trial_id`` (or the last page), fully built."""
+    page.wait_for_function("id => vampListen.ready && (vampListen.trial.done || "
+                           "vampListen.trial.trial_id !== id)", arg=trial_id)
 
 
 def _rate_all(page, design: dict, rater: str) -> None:
@@ -142,7 +148,7 @@ def test_audio_runs_and_nothing_names_a_condition(browser, server):
     page.goto(server.url)
     page.get_by_role("textbox", name="Rater ID").fill("blind")
     page.get_by_role("button", name="Start").click()
-    page.get_by_role("button", name="Play A").wait_for()
+    page.wait_for_function("vampListen.ready === true")
     assert page.evaluate("vampListen.ctx.state") == "running"
     t0 = page.evaluate("vampListen.ctx.currentTime")
     page.wait_for_function("t => vampListen.ctx.currentTime > t + 0.05", arg=t0)
@@ -178,7 +184,7 @@ def test_next_is_gated_and_the_page_is_keyboard_operable(browser, server):
     assert nxt.is_enabled()
     nxt.focus()
     page.keyboard.press("Enter")
-    page.wait_for_function("!vampListen.trial.training")
+    page.wait_for_function("vampListen.ready && !vampListen.trial.training")
     page.context.close()
 
 
@@ -225,7 +231,7 @@ def test_a_rater_resumes_after_the_server_is_killed(browser, server, tmp_path):
     server.kill()                                         # SIGKILL: no shutdown code runs
     server.start()
     page.reload()
-    page.get_by_role("button", name="Play A").wait_for()
+    page.wait_for_function("vampListen.ready === true")
     assert _trial_id(page) == second
     assert page.get_by_role("slider", name="Rating for A").input_value() == "42"
     _rate_all(page, design, "resume")
@@ -264,3 +270,30 @@ def test_two_raters_at_once_are_attributed_and_screened(browser, server, tmp_pat
             assert server.tracker.get_run(run_id).data.metrics["listen_mean"] == pytest.approx(mean)
     for page in pages.values():
         page.context.close()
+
+
+def test_ab_preference_page(browser, listen_study, tmp_path):
+    tracker, run_id, root = listen_study
+    srv = ListenServer(tracker, run_id, tmp_path / "ab", root, design="ab")
+    srv.start()
+    try:
+        page = _open(browser, srv, "abby")
+        assert page.get_by_role("button", name="Play reference").is_hidden()
+        assert page.get_by_role("slider").count() == 0
+        nxt = page.get_by_role("button", name="Next")
+        while not page.get_by_text("Thank you").is_visible():
+            trial_id = _trial_id(page)
+            assert page.get_by_role("radio", name="Prefer A").is_disabled()
+            page.get_by_role("button", name="Play A", exact=True).click()
+            page.get_by_role("button", name="Play B", exact=True).click()
+            page.get_by_role("radio", name="Prefer B").check()
+            assert nxt.is_enabled()
+            nxt.click()
+            _wait_next(page, trial_id)
+        rows = [r for r in _ratings(srv, tmp_path) if r["rater_id"] == "abby"]
+        assert len(rows) == 5 * 2               # training + 2 items x 2 neighbouring pairs
+        assert [float(r["score"]) for r in rows if r["letter"] == "B"] == [100.0] * 5
+        assert [float(r["score"]) for r in rows if r["letter"] == "A"] == [0.0] * 5
+        page.context.close()
+    finally:
+        srv.kill(signal.SIGTERM)

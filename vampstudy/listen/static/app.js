@@ -249,7 +249,9 @@ async function loadBuffers(trial) {
 
 async function showTrial(trial) {
   stopSources();
+  state.ready = false;                // true once the trial's page is built (tests wait for it)
   if (trial.done) {
+    state.ready = true;
     state.trial = trial;
     show("thanks-page");
     localStorage.removeItem("vampstudy.rater");
@@ -276,6 +278,7 @@ async function showTrial(trial) {
   show("trial-page");
   showActive();
   gate();
+  state.ready = true;
 }
 
 async function submit() {
