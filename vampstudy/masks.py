@@ -324,8 +324,9 @@ def build_mask(codes: torch.Tensor, signal=None, *, sample_rate: int, hop_length
         raise ConfigError(f"upper_codebook_mask must be >= 0, got {upper_codebook_mask}")
     cpu = codes.new_zeros(codes.shape, device="cpu")   # shape only: build on the CPU, move once
     mask = generate_random(cpu, rand_mask_intensity)
-    mask = keep_either(mask, keep_prefix(cpu, _seconds(prefix_s, sample_rate, hop_length)),
-                       keep_suffix(cpu, _seconds(suffix_s, sample_rate, hop_length)))
+    if prefix_s > 0 or suffix_s > 0:
+        mask = keep_either(mask, keep_prefix(cpu, _seconds(prefix_s, sample_rate, hop_length)),
+                           keep_suffix(cpu, _seconds(suffix_s, sample_rate, hop_length)))
     if periodic_prompt > 0:
         offset = random_offset(periodic_prompt)
         mask = keep_either(mask, keep_periodic(cpu, periodic_prompt, periodic_prompt_width, offset))
@@ -334,7 +335,8 @@ def build_mask(codes: torch.Tensor, signal=None, *, sample_rate: int, hop_length
             raise ConfigError("onset_mask_width > 0 needs the signal passed to build_mask")
         mask = keep_either(mask, keep_onsets(cpu, onset_frames(signal, hop_length), onset_mask_width))
     mask = dropout(mask, _dropout)
-    mask = keep_either(mask, keep_codebooks(cpu, 0, max(0, ncc)))
+    if ncc > 0:
+        mask = keep_either(mask, keep_codebooks(cpu, 0, ncc))
     mask = keep_both(mask, keep_codebooks(cpu, 0, upper_codebook_mask))
     return mask.to(codes.device)
 
