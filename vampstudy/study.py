@@ -7,6 +7,7 @@ Lifecycle, driven by :func:`vampstudy.runner.run_study` (the only caller of hook
     study.prepare(session)              # once, clips loaded and encoded
     study.iterate()                     # once: the conditions (pure)
     study.generate(trial, backend)      # once per clip × condition × seed
+                                        #   (a MaskingStudy's: study.mask(trial, backend), then vamp)
     study.analyze(outcomes, session)    # once, over every finished outcome
 
 Hooks compute and return data; the runner logs it to MLflow (params,
@@ -324,7 +325,8 @@ class MaskingStudy(Study):
 
         When: in the model stage of every trial, after the runner seeded torch,
         numpy and random with ``trial.seed`` and before ``backend.vamp``; on
-        whichever executor runs the trial. Other code may call it too (a
+        whichever executor runs the trial (a subclass that overrides
+        :meth:`generate` calls it itself, if at all). Other code may call it too (a
         control that needs the positions a condition generates), so it must
         only compute: no files, no logging, no state beyond the RNG it draws from.
 
