@@ -86,7 +86,8 @@ def ctrl_c(tmp: Path, audio: str, reference: dict, n: int) -> list[dict]:
         d.mkdir()
         uri = f"sqlite:///{d / 'mlflow.db'}"
         proc = subprocess.Popen(study_cmd(uri, audio), cwd=d, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         wait_for_finished(uri, proc, 1 + i % (N - 1))
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate()

@@ -179,8 +179,10 @@ def test_sigint_marks_killed_exits_130_and_resume_completes(tmp_path, music_3s,
                                                            reference_metrics):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = study_cmd(uri, str(music_3s))
+    # a test run from a background job inherits SIGINT ignored (and Python keeps it so)
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                        signal.SIG_DFL))
     try:
         n = freeze_after_finished(uri, proc, 1)
         assert 1 <= n < len(INTERVALS), "the study ended before it was interrupted"
