@@ -392,7 +392,10 @@ def _resume_command(ctx) -> str:
     interrupted study); the arguments are the ones click parsed (see :class:`_RunCommand`)."""
     import shlex
 
-    path = ctx.command_path.split()[1:]   # drop the program name ("main" under CliRunner)
+    path, c = [], ctx   # the subcommands' names, not the program's ("python -m …", "main")
+    while c.parent is not None:
+        path.insert(0, c.info_name)
+        c = c.parent
     args = [a for a in ctx.meta.get("vampstudy.raw_args", []) if a != "--resume"]
     return " ".join(["vampstudy", *(shlex.quote(a) for a in [*path, *args, "--resume"])])
 

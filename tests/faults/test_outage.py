@@ -257,7 +257,8 @@ def test_server_gone_for_good_one_line_after_the_patience_then_resume(tmp_path, 
     errors = [i for i, s in enumerate(seen) if s.startswith("Error:")]
     assert len(outage) == 1 and len(errors) == 1 and outage[0] < errors[0], seen
     error = seen[errors[0]]
-    assert "(5 s, --tracking-patience)" in error and f"{n} of {len(INTERVALS)} conditions" in error
+    assert "(5 s, --tracking-patience)" in error, error
+    assert f"{n} of {len(INTERVALS)} conditions are recorded" in error, error
     assert error.endswith(" --resume") and "continue with:  vampstudy run periodic" in error
 
     server = start()
