@@ -299,6 +299,17 @@ def test_ui_keeps_the_server_log_off_the_terminal_and_ends_with_the_url(tmp_path
     assert log.read_text().strip(), "the server's messages went nowhere"
 
 
+def test_mlflow_keeps_the_log_level_the_cli_chose():
+    """Importing mlflow resets its logger to INFO; vampstudy.tracking puts back the level the
+    application set (the CLI: ERROR, INFO with -v), so `vampstudy run` shows no MLflow INFO."""
+    code = ("import logging; logging.getLogger('mlflow').setLevel(logging.ERROR); "
+            "import vampstudy.tracking; print(logging.getLogger('mlflow').level)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [str(40)]
+
+
 # ------------------------------------------------------------- concurrency
 def test_two_studies_at_once_on_one_new_default_store(tmp_path, music_3s):
     """Both create the store and the experiment at the same moment; both finish in full."""
