@@ -154,7 +154,33 @@ class PatientSink:
 
     # ------------------------------------------------------------ calls
     def call(self, fn: Callable, *args, **kwargs):
-        """Run one store call in this thread, patiently (watched, retried with back-off)."""
+        """Run one store call patiently (watched, retried with back-off) and return its value.
+
+        From any thread but the recording one the call runs in a helper thread, so that the
+        caller is let go with :class:`StoreOutage` once patience is exhausted even while the
+        call still sits in MLflow's own retries.
+        """
+        if threading.current_thread() is self._recorder:
+            return self._call(fn, *args, **kwargs)
+        box: dict = {}
+
+        def run():
+            try:
+                box["value"] = self._call(fn, *args, **kwargs)
+            except BaseException as exc:   # handed to the caller below
+                box["error"] = exc
+        helper = threading.Thread(target=run, daemon=True, name="vampstudy-store-call")
+        helper.start()
+        while helper.is_alive():
+            helper.join(0.5)
+            with self._cv:
+                if isinstance(self._error, StoreOutage) and helper.is_alive():
+                    raise self._error
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def _call(self, fn: Callable, *args, **kwargs):
         delay = 1.0
         while True:
             with self._cv:
@@ -206,7 +232,7 @@ class PatientSink:
                 result = self.waiting[0]
                 self._busy = True
             try:
-                self.call(self.record, result)
+                self._call(self.record, result)
             except BaseException as exc:   # recorded for the producer, which raises it
                 with self._cv:
                     self._error = self._error or exc
