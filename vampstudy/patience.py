@@ -98,9 +98,14 @@ class PatientSink:
         self._error: BaseException | None = None
         self._closed = False
         self._recorder: threading.Thread | None = None
-        self._watchdog = threading.Thread(target=self._watch, name="vampstudy-store-watch",
-                                          daemon=True)
-        self._watchdog.start()
+        self._watchdog: threading.Thread | None = None   # started by the first store call
+
+    def _start_watchdog(self) -> None:
+        with self._cv:
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch, daemon=True,
+                                                  name="vampstudy-store-watch")
+                self._watchdog.start()
 
     # ------------------------------------------------------------ producer side
     def __call__(self, result) -> None:
@@ -181,6 +186,7 @@ class PatientSink:
         return box.get("value")
 
     def _call(self, fn: Callable, *args, **kwargs):
+        self._start_watchdog()
         delay = 1.0
         while True:
             with self._cv:
