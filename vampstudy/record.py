@@ -152,6 +152,7 @@ class Recorder:
         self.errors: dict[str, str] = {}
         self.failed: list[Trial] = []
         self.half_written: list[str] = []   # children of failed recordings, removed on retry
+        self._retrying: str | None = None    # trial key whose last recording attempt failed
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ parent
@@ -209,11 +210,18 @@ class Recorder:
         """The sink of an executor: record one :class:`~vampstudy.execute.TrialResult`."""
         planned = result.planned
         with self._lock:
+            if self._retrying == planned.key:   # a run created before an answer was lost
+                self.half_written += [r.info.run_id for r in self.tracker.find_runs(
+                    self.experiment_id, {"mlflow.parentRunId": self.parent_id,
+                                         TAG_TRIAL: planned.key}, ("RUNNING",))
+                    if r.info.run_id not in self.half_written]
             remove_half_written(self.tracker, self.half_written)
             if result.run_id is None:  # not already recorded by a remote worker
+                self._retrying = planned.key
                 result.run_id = record_child(self.tracker, self.experiment_id, self.parent_id,
                                              planned, result.outcome, result.error,
                                              result.traceback, created=self.half_written)
+                self._retrying = None
                 self.half_written.clear()
             if result.ok:
                 result.outcome.trial, result.outcome.run_id = planned.trial, result.run_id
