@@ -240,7 +240,8 @@ def waiting_bound(tmp: Path, audio: str, figures: dict) -> None:
         for _, line in study.lines:
             if "answers again" in line:
                 waiting = int(line.split("recording the ")[1].split()[0])
-                figures["24 conditions, 20 s outage: trials waiting when back (bound 16)"] = [waiting]
+                key = "24 conditions, 20 s outage: trials waiting when back (bound 16)"
+                figures[key] = [waiting]
 
 
 def concurrent(tmp: Path, audio: str, reference: dict, n: int) -> list[dict]:

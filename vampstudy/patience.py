@@ -80,7 +80,8 @@ class PatientSink:
     """
 
     def __init__(self, record: Callable, probe: Probe, patience: float = DEFAULT_PATIENCE,
-                 max_waiting: int = DEFAULT_MAX_WAITING, notify: Callable[[str], None] | None = None,
+                 max_waiting: int = DEFAULT_MAX_WAITING,
+                 notify: Callable[[str], None] | None = None,
                  notice_after: float = NOTICE_AFTER, what: str = "finished trials"):
         self.record, self.probe = record, probe
         self.patience, self.max_waiting = float(patience), max(1, int(max_waiting))
@@ -118,7 +119,8 @@ class PatientSink:
                 raise self._error
             self.waiting.append(result)
             self.most_waiting = max(self.most_waiting, len(self.waiting))
-            if self._recorder is None:   # daemon: a call stuck in MLflow's retries never blocks exit
+            if self._recorder is None:   # a daemon: a call stuck in MLflow's retries never
+                # keeps the process from exiting
                 self._recorder = threading.Thread(target=self._record_loop, daemon=True,
                                                   name="vampstudy-record")
                 self._recorder.start()
