@@ -10,7 +10,10 @@ runs and duplicated runs over all trials.
 Faults:
   kill -9        SIGKILL at seeded random moments (0–T s into the study), then --resume
   Ctrl-C         SIGINT after the first finished condition (exit 130), then --resume
-  server killed  `mlflow server` SIGKILLed mid-study, restarted, then --resume
+  server killed  `mlflow server` SIGKILLed mid-study with MLflow's default settings: back
+                 after 20 s (the study finishes by itself) or gone (one Error line after
+                 --tracking-patience 10, then --resume); also prints the time from the kill
+                 to the study's outage line and the bound on trials waiting to be recorded
   concurrent     two studies at once on one sqlite store (different experiments)
   inputs         the generated audio files of tests/faults/test_inputs.py: each bad one
                  refused in one line with no run left, each odd-but-legitimate one FINISHED
@@ -25,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -86,7 +90,8 @@ def ctrl_c(tmp: Path, audio: str, reference: dict, n: int) -> list[dict]:
         d.mkdir()
         uri = f"sqlite:///{d / 'mlflow.db'}"
         proc = subprocess.Popen(study_cmd(uri, audio), cwd=d, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         wait_for_finished(uri, proc, 1 + i % (N - 1))
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate()
@@ -97,35 +102,146 @@ def ctrl_c(tmp: Path, audio: str, reference: dict, n: int) -> list[dict]:
     return out
 
 
-def server_killed(tmp: Path, audio: str, reference: dict, n: int) -> list[dict]:
-    from servers import start_mlflow_server
+def _user_env() -> dict:
+    """The environment a user has: none of MLflow's HTTP tuning variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
 
-    env = dict(os.environ, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_TIMEOUT="10",
-               MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1")
+
+class _Watched:
+    """A study process whose output lines are kept with their time, and its peak RSS."""
+
+    def __init__(self, cmd, cwd):
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env={**_user_env(), "PYTHONUNBUFFERED": "1"},
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[tuple[float, str]] = []
+        self.peak_rss_mb = 0.0
+        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._read, self._rss)]
+        for t in self._threads:
+            t.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append((time.time(), line.rstrip("\n")))
+
+    def _rss(self):
+        while self.proc.poll() is None:
+            try:
+                for row in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                    if row.startswith("VmRSS:"):
+                        self.peak_rss_mb = max(self.peak_rss_mb, int(row.split()[1]) / 1024)
+            except OSError:
+                pass
+            time.sleep(0.1)
+
+    def first(self, needle: str, timeout: float = 900) -> float | None:
+        """The time of the first line holding ``needle`` (None if the process ended first)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for t, line in list(self.lines):
+                if needle in line:
+                    return t
+            if self.proc.poll() is not None and not self._threads[0].is_alive():
+                return None
+            time.sleep(0.05)
+        return None
+
+    def wait(self) -> int:
+        code = self.proc.wait()
+        self._threads[0].join(30)
+        return code
+
+
+OUTAGE = "the tracking store does not answer since"
+
+
+def server_killed(tmp: Path, audio: str, reference: dict, n: int,
+                  figures: dict | None = None) -> list[dict]:
+    """`mlflow server` SIGKILLed mid-study, with MLflow's default settings. Even rounds: it
+    is back 20 s after the study said so, and the study must finish by itself (no --resume).
+    Odd rounds: it stays away; the study must stop with one line after --tracking-patience
+    10, and --resume after a restart completes it."""
+    from servers import free_port, start_mlflow_server
+
+    figures = figures if figures is not None else {}
     out = []
     for i in range(n):
         d = tmp / f"server{i}"
         d.mkdir()
-        store, artifacts = f"sqlite:///{d / 'server.db'}", d / "artifacts"
-        server = start_mlflow_server(store, artifacts)
+        store, artifacts, port = f"sqlite:///{d / 'server.db'}", d / "artifacts", free_port()
+        back = i % 2 == 0
+        server = start_mlflow_server(store, artifacts, port=port)
+        extra = () if back else ("--tracking-patience", "10")
         try:
-            proc = subprocess.Popen(study_cmd(server.url, audio), cwd=d, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            wait_for_finished(server.url, proc, 1 + i % (N - 1))
+            study = _Watched(study_cmd(server.url, audio, *extra), d)
+            wait_for_finished(server.url, study.proc, 1)
             server.kill()
-            _, err = proc.communicate()
+            killed = time.time()
+            said = study.first(OUTAGE)
+            if said is not None:
+                figures.setdefault("kill → outage line (s)", []).append(said - killed)
+            if back and said is not None:
+                time.sleep(20)
+                server = start_mlflow_server(store, artifacts, port=port)
+            code = study.wait()
+            ended = time.time()
         finally:
             server.stop()
-        one_line = proc.returncode == 1 and "Traceback" not in err
-        server = start_mlflow_server(store, artifacts)
+        text = "\n".join(line for _, line in study.lines)
+        errors = [line for _, line in study.lines if line.startswith("Error:")]
+        if back:
+            figures.setdefault("server back after 20 s: kill → study FINISHED (s)", []).append(
+                ended - killed)
+            ok = code == 0 and said is not None
+            server = start_mlflow_server(store, artifacts, port=port)
+        else:
+            figures.setdefault("server gone, patience 10 s: kill → Error line (s)", []).append(
+                ended - killed)
+            ok = code == 1 and len(errors) == 1 and "--resume" in errors[0]
+            server = start_mlflow_server(store, artifacts, port=port)
+            done = _run(study_cmd(server.url, audio, *extra, "--resume"), d, env=_user_env())
+            ok &= done.returncode == 0
         try:
-            done = _run(study_cmd(server.url, audio, "--resume"), d, env=env)
             r = _outcome(server.url, reference)
         finally:
             server.stop()
-        r["intact"] &= one_line and done.returncode == 0
+        r["intact"] &= ok and "Traceback" not in text and "View run" not in text
+        if not r["intact"]:
+            print(f"  server round {i}: exit {code}\n{text[-2000:]}", file=sys.stderr)
         out.append(r)
     return out
+
+
+def waiting_bound(tmp: Path, audio: str, figures: dict) -> None:
+    """24 conditions, the server killed after the first: how many finished trials wait when it
+    is back (at most 16, the bound) and the study's peak RSS, against the same study with no
+    outage."""
+    from servers import free_port, start_mlflow_server
+
+    intervals = tuple(range(2, 26))
+    for outage in (False, True):
+        d = tmp / f"bound{int(outage)}"
+        d.mkdir()
+        store, artifacts, port = f"sqlite:///{d / 'server.db'}", d / "artifacts", free_port()
+        server = start_mlflow_server(store, artifacts, port=port)
+        try:
+            study = _Watched(study_cmd(server.url, audio, intervals=intervals), d)
+            if outage:
+                wait_for_finished(server.url, study.proc, 1)
+                server.kill()
+                study.first(OUTAGE)
+                time.sleep(20)
+                server = start_mlflow_server(store, artifacts, port=port)
+            code = study.wait()
+        finally:
+            server.stop()
+        label = "with a 20 s outage" if outage else "no outage"
+        figures[f"24 conditions, {label}: exit code"] = [code]
+        figures[f"24 conditions, {label}: peak RSS (MB)"] = [study.peak_rss_mb]
+        for _, line in study.lines:
+            if "answers again" in line:
+                waiting = int(line.split("recording the ")[1].split()[0])
+                key = "24 conditions, 20 s outage: trials waiting when back (bound 16)"
+                figures[key] = [waiting]
 
 
 def concurrent(tmp: Path, audio: str, reference: dict, n: int) -> list[dict]:
@@ -177,10 +293,29 @@ def bad_inputs(tmp: Path) -> list[dict]:
     return out
 
 
+def _all_faults(tmp: Path, audio: str, reference: dict, kills: int, other: int,
+                span: float, figures: dict, quick: bool) -> list:
+    rows = [_row("kill -9 at a random moment, then --resume",
+                 kill9(tmp, audio, reference, kills, span)),
+            _row("Ctrl-C (SIGINT), then --resume", ctrl_c(tmp, audio, reference, other)),
+            _row("mlflow server killed mid-study: back after 20 s (finishes by itself) "
+                 "or gone (one line after the patience, then --resume)",
+                 server_killed(tmp, audio, reference, max(other, 2), figures)),
+            _row("two studies at once on one sqlite store",
+                 concurrent(tmp, audio, reference, other))]
+    rows.append(_row("odd or bad audio input (bad: one line, no run; odd: FINISHED)",
+                     bad_inputs(tmp)))
+    if not quick:
+        waiting_bound(tmp, audio, figures)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="3 kills, 1 of each other fault")
+    ap.add_argument("--outages", action="store_true",
+                    help="only the tracking-server outages and their figures")
     args = ap.parse_args()
     kills = 3 if args.quick else args.kills
     other = 1 if args.quick else 3
@@ -191,6 +326,7 @@ def main() -> None:
         ref = tmp / "reference"
         ref.mkdir()
         uri = f"sqlite:///{ref / 'mlflow.db'}"
+        figures: dict = {}
         started = time.time()
         done = _run(study_cmd(uri, str(audio)), ref)
         span = time.time() - started
@@ -198,15 +334,13 @@ def main() -> None:
             sys.exit(f"the uninterrupted study failed:\n{done.stderr[-3000:]}")
         reference = census(uri, N).metrics
         print(f"uninterrupted study: {N} conditions in {span:.1f} s", file=sys.stderr)
-        rows = [_row("kill -9 at a random moment, then --resume",
-                     kill9(tmp, str(audio), reference, kills, span)),
-                _row("Ctrl-C (SIGINT), then --resume", ctrl_c(tmp, str(audio), reference, other)),
-                _row("mlflow server killed mid-study, restarted, --resume",
-                     server_killed(tmp, str(audio), reference, other)),
-                _row("two studies at once on one sqlite store",
-                     concurrent(tmp, str(audio), reference, other))]
-        rows.append(_row("odd or bad audio input (bad: one line, no run; odd: FINISHED)",
-                         bad_inputs(tmp)))
+        if args.outages:
+            rows = [_row("mlflow server killed mid-study: back after 20 s, then gone",
+                         server_killed(tmp, str(audio), reference, 2, figures))]
+            waiting_bound(tmp, str(audio), figures)
+        else:
+            rows = _all_faults(tmp, str(audio), reference, kills, other, span, figures,
+                               args.quick)
     width = max(len(r[0]) for r in rows)
     print(f"{'fault':<{width}}  trials  survived  lost runs  duplicated runs")
     print(f"{'-' * width}  ------  --------  ---------  ---------------")
@@ -214,6 +348,10 @@ def main() -> None:
         print(f"{name:<{width}}  {trials:>6}  {survived:>8}  {lost:>9}  {dup:>15}")
     print(f"\n(each study: periodic, reference backend, {N} intervals on a 3 s clip; "
           f"'lost' and 'duplicated' count condition runs over all trials)")
+    print("\ntracking-store outages (MLflow's default HTTP settings):")
+    for name, values in figures.items():
+        print(f"  {name}: " + ", ".join(f"{v:.1f}" if isinstance(v, float) else str(v)
+                                         for v in values))
 
 
 if __name__ == "__main__":

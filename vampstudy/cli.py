@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import warnings
 
@@ -29,6 +30,10 @@ def _setup_logging(verbose: int) -> None:
     logging.getLogger("studies").setLevel(logging.INFO if verbose else logging.WARNING)
     for noisy in ("alembic", "mlflow", "urllib3", "numba", "matplotlib", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose > 1 else logging.ERROR)
+    if verbose:   # MLflow's INFO (kept by vampstudy.tracking when it imports mlflow)
+        logging.getLogger("mlflow").setLevel(logging.INFO)
+    else:         # no "View run … at" / "View experiment at" pair per run on the terminal
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if not verbose:
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -109,6 +114,7 @@ def backend_options(fn):
 
 
 DEFAULT_MAX_SECONDS = 600.0  # vampstudy.audio.DEFAULT_MAX_SECONDS (not imported: keeps --help fast)
+DEFAULT_PATIENCE = 300.0     # vampstudy.patience.DEFAULT_PATIENCE (likewise)
 VAMPNET_ONLY = ("coarse_ckpt", "c2f_ckpt", "codec_ckpt", "coarse_lora_ckpt", "c2f_lora_ckpt")
 
 
@@ -206,6 +212,11 @@ def _study_command(entry, invoked_name: str) -> click.Command:
                      default=DEFAULT_MAX_SECONDS, show_default=True, metavar="S",
                      help="Refuse inputs longer than this (read from the file header, before "
                           "decoding): the memory bound."),
+        click.Option(["--tracking-patience"], type=click.FloatRange(min=0, min_open=True),
+                     default=DEFAULT_PATIENCE, show_default=True, metavar="SECONDS",
+                     help="How long the tracking store may not answer (a server restarting, a "
+                          "locked sqlite file) before the study stops; meanwhile finished "
+                          "trials wait to be recorded and model calls go on."),
         click.Option(["--dry-run"], is_flag=True,
                      help="Check every option and input, print the planned conditions and the "
                           "number of runs, and exit without running or logging anything."),
@@ -274,8 +285,9 @@ def _apply_config(ctx, cls, path, study_kwargs: dict, runner: dict) -> None:
 
 
 def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats, experiment,
-         resume, config, check, visqol, max_seconds, dry_run, executor, **rest):
-    from .runner import StudyFailed, StudyInterrupted, run_study
+         resume, config, check, visqol, max_seconds, dry_run, executor, tracking_patience,
+         **rest):
+    from .runner import StudyFailed, StudyInterrupted, TrackingLost, run_study
     from .study import Study
     from .tracking import Tracker
 
@@ -334,7 +346,8 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
                                experiment=experiment, resume=resume, progress=progress,
                                check_status=check_status,
                                executor=_make_executor(executor, executor_opts),
-                               max_seconds=max_seconds,
+                               max_seconds=max_seconds, tracking_patience=tracking_patience,
+                               notify=_notify,
                                backend_spec=(b.name if backend == "auto" else backend,
                                              {"device": device, **{k: v for k, v in ckpts.items() if v}}),
                                resolved_config={**study.get_params(), "backend": b.name,
@@ -347,9 +360,17 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
             bar.render_finish()
             click.echo(f"\n{exc}.\nContinue it with:  {_resume_command(ctx)}", err=True)
             sys.exit(130)
+        except TrackingLost as exc:
+            raise click.ClickException(f"{exc.what}; once the store is back, continue with:  "
+                                       f"{_resume_command(ctx)}") from exc
     _report(tracker, result)
     if failure is not None:
         raise click.ClickException(str(failure))
+
+
+def _notify(message: str) -> None:
+    """A line of the study's own on the terminal (below a progress bar that is drawn)."""
+    click.echo(("\n" if sys.stderr.isatty() else "") + message, err=True)
 
 
 #: Options of the executors other than --executor itself (added by executors' own option sets).
@@ -371,7 +392,10 @@ def _resume_command(ctx) -> str:
     interrupted study); the arguments are the ones click parsed (see :class:`_RunCommand`)."""
     import shlex
 
-    path = ctx.command_path.split()[1:]   # drop the program name ("main" under CliRunner)
+    path, c = [], ctx   # the subcommands' names, not the program's ("python -m …", "main")
+    while c.parent is not None:
+        path.insert(0, c.info_name)
+        c = c.parent
     args = [a for a in ctx.meta.get("vampstudy.raw_args", []) if a != "--resume"]
     return " ".join(["vampstudy", *(shlex.quote(a) for a in [*path, *args, "--resume"])])
 
@@ -575,13 +599,15 @@ def list_cmd():
 @click.option("--experiment", default=None, help="Experiment whose runs URL to print.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Server worker processes (more for a UI shared by many people).")
+@click.pass_context
 @_errors
-def ui(tracking_uri, host, port, experiment, workers):
+def ui(ctx, tracking_uri, host, port, experiment, workers):
     """Start the MLflow UI on the same store (loopback by default) and print its URL.
 
-    The server runs in its own process group; Ctrl-C or SIGTERM stops all of it.
-    Exit code: 130 after Ctrl-C, 143 after SIGTERM, 1 if the port is busy or the
-    server never served, else the server's own.
+    The server's own messages go to a log file it names (to the terminal with -v); the
+    last line printed is the URL to open. The server runs in its own process group;
+    Ctrl-C or SIGTERM stops all of it. Exit code: 130 after Ctrl-C, 143 after SIGTERM,
+    1 if the port is busy or the server never served, else the server's own.
 
     \b
     Example:
@@ -595,15 +621,25 @@ def ui(tracking_uri, host, port, experiment, workers):
     if exp_id is None:
         exp_id = tracker.latest_study_experiment()
     check_port(host, port)
-    click.echo(f"starting the MLflow UI for {tracker.uri} on {host}:{port} …", err=True)
+    verbose = ctx.find_root().params.get("verbose", 0)
+    log_path = None if verbose else _ui_log_path(port)
+    where = f"; its log: {log_path}" if log_path else ""
+    click.echo(f"starting the MLflow UI for {tracker.uri} on {host}:{port}{where} …", err=True)
 
     def ready():
         url = tracker.ui_url(exp_id, host, port, view_key=tracker.latest_view(exp_id))
-        click.echo(f"MLflow UI for {tracker.uri}\n  open {url}\n"
-                   "  (runs table with nested runs; Ctrl-C to stop)")
+        click.echo(f"MLflow UI for {tracker.uri}: runs table with nested runs; Ctrl-C to stop.\n"
+                   f"ready — open {url}")
 
     cmd = ui_command(tracker, host, port) + ["--workers", str(workers)]
-    sys.exit(run_server(cmd, host, port, ready))
+    sys.exit(run_server(cmd, host, port, ready, log_path=log_path))
+
+
+def _ui_log_path(port: int) -> str:
+    """Where `vampstudy ui` writes the server's messages: the temp folder, by port."""
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"vampstudy-ui-{port}.log")
 
 
 # --------------------------------------------------------------- listen

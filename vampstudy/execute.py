@@ -195,6 +195,15 @@ class PipelinedExecutor(Executor):
         pending: deque[Future] = deque()
         stop = threading.Event()
 
+        def sink_once(result):
+            if stop.is_set():   # an earlier sink call failed: nothing more is recorded
+                return
+            try:
+                sink(result)
+            except BaseException:
+                stop.set()
+                raise
+
         def measure_and_sink(planned, staged, started):
             if stop.is_set():
                 return
@@ -203,7 +212,7 @@ class PipelinedExecutor(Executor):
                 result = TrialResult(planned, outcome, seconds=time.time() - started)
             except Exception as exc:
                 result = failed(planned, exc, started)
-            sink(result)
+            sink_once(result)
 
         def drain(limit: int) -> None:
             while len(pending) > limit:
@@ -217,7 +226,7 @@ class PipelinedExecutor(Executor):
                     staged = study.model_stage(planned.trial, backend)
                 except Exception as exc:
                     result = failed(planned, exc, started)
-                    pending.append(pool.submit(sink, result))
+                    pending.append(pool.submit(sink_once, result))
                 else:
                     pending.append(pool.submit(measure_and_sink, planned, staged, started))
                 drain(self.max_in_flight)

@@ -94,12 +94,17 @@ def record_contents(tracker, run_id: str, rec: Record | None, extra_params: dict
 
 def record_child(tracker, experiment_id: str, parent_id: str, planned: PlannedTrial,
                  outcome: Outcome | None, error: str | None = None,
-                 traceback_text: str | None = None, dataset: bool = True) -> str:
+                 traceback_text: str | None = None, dataset: bool = True,
+                 created: list | None = None) -> str:
     """Create, fill and close the child run of one trial; returns its run id.
 
-    Usable by the driver and by a remote worker (with its own tracker).
+    Usable by the driver and by a remote worker (with its own tracker). ``created``, when
+    given, receives the child's id as soon as it exists: if recording fails half-way while
+    the store is away, the caller removes that half-written run before it tries again.
     """
     child = tracker.start_run(experiment_id, planned.run_name, planned.tags, parent_id=parent_id)
+    if created is not None:
+        created.append(child)
     try:
         if dataset:
             tracker.log_dataset(child, "clips", [planned.trial.clip.identity])
@@ -114,11 +119,23 @@ def record_child(tracker, experiment_id: str, parent_id: str, planned: PlannedTr
             tracker.finish(child, "FAILED")
     except BaseException:
         try:
-            tracker.finish(child, "FAILED")
+            if tracker.answers():   # else MLflow would retry for minutes; it is cleaned up later
+                tracker.finish(child, "FAILED")
         except Exception:  # the store itself is gone; resume will mark the child KILLED
             pass
         raise
     return child
+
+
+def remove_half_written(tracker, run_ids: list) -> None:
+    """Mark KILLED and move to MLflow's trash the runs a failed recording left (in place)."""
+    while run_ids:
+        run_id = run_ids[0]
+        if tracker.get_run(run_id).info.status != "KILLED":
+            tracker.finish(run_id, "KILLED")
+        tracker.client.delete_run(run_id)
+        logger.info("removed the half-written run %s of an interrupted recording", run_id)
+        run_ids.pop(0)
 
 
 class Recorder:
@@ -134,6 +151,8 @@ class Recorder:
         self.outcomes: dict[str, Outcome] = {}
         self.errors: dict[str, str] = {}
         self.failed: list[Trial] = []
+        self.half_written: list[str] = []   # children of failed recordings, removed on retry
+        self._retrying: str | None = None    # trial key whose last recording attempt failed
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ parent
@@ -191,10 +210,19 @@ class Recorder:
         """The sink of an executor: record one :class:`~vampstudy.execute.TrialResult`."""
         planned = result.planned
         with self._lock:
+            if self._retrying == planned.key:   # a run created before an answer was lost
+                self.half_written += [r.info.run_id for r in self.tracker.find_runs(
+                    self.experiment_id, {"mlflow.parentRunId": self.parent_id,
+                                         TAG_TRIAL: planned.key}, ("RUNNING",))
+                    if r.info.run_id not in self.half_written]
+            remove_half_written(self.tracker, self.half_written)
             if result.run_id is None:  # not already recorded by a remote worker
+                self._retrying = planned.key
                 result.run_id = record_child(self.tracker, self.experiment_id, self.parent_id,
                                              planned, result.outcome, result.error,
-                                             result.traceback)
+                                             result.traceback, created=self.half_written)
+                self._retrying = None
+                self.half_written.clear()
             if result.ok:
                 result.outcome.trial, result.outcome.run_id = planned.trial, result.run_id
                 self.outcomes[planned.key] = result.outcome

@@ -29,6 +29,7 @@ from .errors import AudioError, TrackingError, VampstudyError
 from .execute import (Executor, Job, RemoteRecording, make_executor,  # noqa: F401 (re-exported)
                       seed_everything)
 from .memory import release_free_memory
+from .patience import DEFAULT_PATIENCE, PatientSink, StoreOutage
 from .plan import Plan, backend_note, plan_study
 from .record import TAG_FAILED, TAG_FAILED_STAGE, Recorder
 from .study import Outcome, PreparedClip, Record, Session, Study, Trial
@@ -80,13 +81,21 @@ class AnalysisFailed(VampstudyError):
 
 
 class TrackingLost(TrackingError):
-    """The tracking store failed while the study ran; finished conditions are kept."""
+    """The tracking store failed while the study ran; finished conditions are kept.
 
-    def __init__(self, uri: str, n_finished: int, n_total: int, exc: BaseException):
+    ``what`` is the message without its last part (how to continue), so that the CLI can
+    end it with the exact command instead.
+    """
+
+    def __init__(self, uri: str, n_finished: int, n_total: int, exc: BaseException,
+                 dropped: int = 0):
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        super().__init__(f"lost the tracking store {uri} during the study ({type(exc).__name__}: "
-                         f"{first}); {n_finished} of {n_total} conditions finished and are kept; "
-                         "once the store is back, continue with --resume")
+        why = first if isinstance(exc, StoreOutage) else f"{type(exc).__name__}: {first}"
+        lost = (f", {dropped} more finished but could not be recorded (--resume redoes them)"
+                if dropped else "")
+        self.what = (f"lost the tracking store {uri} during the study ({why}); {n_finished} of "
+                     f"{n_total} conditions are recorded and kept{lost}")
+        super().__init__(f"{self.what}; once the store is back, continue with --resume")
 
 
 class StudyInterrupted(VampstudyError):
@@ -148,7 +157,9 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
               clips: list[PreparedClip] | None = None,
               resolved_config: dict | None = None, executor: Executor | str | None = None,
               backend_spec: tuple | None = None,
-              max_seconds: float | None = audio_io.DEFAULT_MAX_SECONDS) -> StudyResult:
+              max_seconds: float | None = audio_io.DEFAULT_MAX_SECONDS,
+              tracking_patience: float = DEFAULT_PATIENCE,
+              notify: Callable[[str], None] | None = None) -> StudyResult:
     """Run ``study`` on ``backend`` and log it to ``tracker``: plan, execute, record.
 
     Parameters
@@ -177,6 +188,12 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
     backend_spec : tuple of (str, dict), optional
         How a worker process loads the same backend; ``(backend.name, backend.options())``
         by default.
+    tracking_patience : float
+        Seconds the tracking store may not answer before the study stops
+        (:mod:`vampstudy.patience`); meanwhile finished trials wait (bounded) and model
+        calls go on.
+    notify : callable, optional
+        Receives the one-line outage messages (default: a ``logging`` warning).
 
     Raises
     ------
@@ -188,6 +205,8 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
         The analysis failed after the trials finished (they are kept; ``--resume`` redoes it).
     StudyInterrupted
         KeyboardInterrupt: open runs are marked KILLED; ``--resume`` continues.
+    TrackingLost
+        The store failed, or did not answer for ``tracking_patience`` seconds.
     """
     started = time.time()
     seeds = [int(s) for s in seeds] or [0]
@@ -250,45 +269,80 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
     job = Job(study=study, backend=backend,
               backend_spec=backend_spec or (backend.name, backend.options()),
               remote=remote)
+    patient = PatientSink(sink, tracker.probe, tracking_patience, notify=notify)
+    _execute(executor, job, plan, recorder, patient)
     try:
-        executor.execute(job, plan.todo, sink)
-    except KeyboardInterrupt as exc:
-        _close(recorder, exc, "execute")
-        raise StudyInterrupted(plan, recorder) from exc
-    except VampstudyError as exc:
-        _close(recorder, exc, "execute")
-        raise
-    except Exception as exc:  # recording failed: the tracking store went away mid-study
-        _close(recorder, exc, "execute")
-        raise TrackingLost(tracker.uri, len(recorder.outcomes) + len(plan.done),
-                           len(plan.trials), exc) from exc
+        return _analyze_and_close(study, session, plan, recorder, patient, started)
     finally:
-        executor.close()
+        patient.close()
 
+
+def _analyze_and_close(study: Study, session: Session, plan: Plan, recorder: Recorder,
+                       patient: PatientSink, started: float) -> StudyResult:
+    """Reload the reused outcomes, analyse, record the summary and close the parent; every
+    store call patient (:mod:`vampstudy.patience`)."""
+    tracker, parent_id, call = recorder.tracker, recorder.parent_id, patient.call
     try:
-        recorder.reload_finished()
+        call(recorder.reload_finished)
         ordered = recorder.ordered_outcomes()
         result = StudyResult(recorder.experiment_id, parent_id, tracker.uri, ordered,
                              list(recorder.failed), len(plan.done), recorder.resumed)
         if ordered:
-            recorder.record_summary(study.analyze(ordered, session))
+            summary = study.analyze(ordered, session)
+            call(recorder.record_summary, summary)
             release_free_memory()
-            save_comparison_view(tracker, recorder.experiment_id, parent_id, study, ordered)
+            call(save_comparison_view, tracker, recorder.experiment_id, parent_id, study, ordered)
     except KeyboardInterrupt as exc:
         _close(recorder, exc, "analyze")
         raise StudyInterrupted(plan, recorder) from exc
+    except StoreOutage as exc:
+        _close(recorder, exc, "analyze")
+        raise TrackingLost(tracker.uri, len(recorder.outcomes) + len(plan.done),
+                           len(plan.trials), exc) from exc
     except Exception as exc:
         _close(recorder, exc, "analyze")
         raise AnalysisFailed(study.name, parent_id, len(recorder.outcomes), exc) from exc
     result.seconds = time.time() - started
     metrics = {"n_finished": len(ordered), "n_failed": len(recorder.failed),
                "wall_seconds": result.seconds}
+    status, tags = "FINISHED", {}
     if recorder.failed:
-        recorder.finish("FAILED", metrics,
-                        {TAG_FAILED: ", ".join(recorder.errors)[:5000], TAG_FAILED_STAGE: "execute"})
+        status = "FAILED"
+        tags = {TAG_FAILED: ", ".join(recorder.errors)[:5000], TAG_FAILED_STAGE: "execute"}
+    try:
+        call(recorder.finish, status, metrics, tags)
+    except StoreOutage as exc:
+        raise TrackingLost(tracker.uri, len(ordered), len(plan.trials), exc) from exc
+    if recorder.failed:
         raise StudyFailed(result, dict(recorder.errors))
-    recorder.finish("FINISHED", metrics)
     return result
+
+
+def _execute(executor: Executor, job: Job, plan: Plan, recorder: Recorder,
+             patient: PatientSink) -> None:
+    """Run the plan's trials through ``executor`` into ``patient`` (the recorder's patient
+    sink) and wait until every result is recorded; close the parent on the way out."""
+    try:
+        executor.execute(job, plan.todo, patient)
+        patient.drain()
+    except KeyboardInterrupt as exc:
+        patient.drain_unless_away()   # finished trials are done work: record them if possible
+        _close(recorder, exc, "execute")
+        raise StudyInterrupted(plan, recorder) from exc
+    except VampstudyError as exc:
+        dropped = patient.abandon()
+        _close(recorder, exc, "execute")
+        if isinstance(exc, StoreOutage):
+            raise TrackingLost(recorder.tracker.uri, len(recorder.outcomes) + len(plan.done),
+                               len(plan.trials), exc, dropped) from exc
+        raise
+    except Exception as exc:  # recording failed: the tracking store went away mid-study
+        patient.abandon()
+        _close(recorder, exc, "execute")
+        raise TrackingLost(recorder.tracker.uri, len(recorder.outcomes) + len(plan.done),
+                           len(plan.trials), exc) from exc
+    finally:
+        executor.close()
 
 
 def _yaml(config: dict) -> str:

@@ -100,17 +100,34 @@ def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
     proc.poll()
 
 
+def log_tail(log_path, lines: int = 3) -> str:
+    """The last ``lines`` non-empty lines of a server log, joined with `` | `` (for one line)."""
+    try:
+        with open(log_path, errors="replace") as f:
+            kept = [line.strip() for line in f if line.strip()]
+    except (OSError, TypeError):
+        return ""
+    return " | ".join(kept[-lines:])[-600:]
+
+
 def run_server(cmd: list[str], host: str, port: int, on_ready: Callable[[], None],
-               ready_timeout: float = 300.0, grace: float = 10.0) -> int:
+               ready_timeout: float = 300.0, grace: float = 10.0, log_path=None) -> int:
     """Start ``cmd`` in its own process group, call ``on_ready`` once it serves, wait; return
-    the exit code vampstudy should end with (see the module docstring)."""
+    the exit code vampstudy should end with (see the module docstring). With ``log_path``
+    the server's output goes to that file (appended) instead of the terminal."""
     received: list[int] = []
 
     def handler(signum, frame):
         received.append(signum)
 
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    log = open(log_path, "ab") if log_path else None
+    try:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=log,
+                                stderr=subprocess.STDOUT if log else None)
+    finally:
+        if log:
+            log.close()   # the server holds its own descriptor
     try:
         ready = False
         deadline = time.monotonic() + ready_timeout
@@ -130,8 +147,10 @@ def run_server(cmd: list[str], host: str, port: int, on_ready: Callable[[], None
             return 128 + received[0]
         code = proc.returncode
         if not ready:
+            where = (f"its log {log_path} ends: {log_tail(log_path)}" if log_path
+                     else "its messages are above")
             raise VampstudyError(f"the MLflow UI exited with code {code} before serving on "
-                                 f"{host}:{port} (its messages are above)")
+                                 f"{host}:{port} ({where})")
         return code
     finally:
         stop_group(proc, grace)

@@ -214,3 +214,46 @@ def check_experiment_name(name) -> str:
         raise ConfigError(f"--experiment: the name is {len(name)} characters long; MLflow allows at most "
                           f"{MAX_EXPERIMENT_NAME}", option="--experiment")
     return name
+
+
+def probe_store(uri: str, timeout: float = 2.0) -> str | None:
+    """Ask the tracking store whether it answers now, without MLflow, within ``timeout`` s.
+
+    Returns None when it answers, else why not (a short phrase for the terminal). An
+    ``http(s)`` server is asked ``GET /health`` (any HTTP answer below 500 counts: a proxy
+    asking for a login is still there); a sqlite store must have its database file and let
+    a write transaction begin (another process holding a lock for longer fails). Stores it
+    cannot ask this way (other databases, Databricks) count as answering: their calls alone
+    tell.
+    """
+    import sqlite3
+    import urllib.error
+    import urllib.request
+
+    scheme = urlsplit(uri).scheme.lower().split("+")[0]
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+                return None
+        except urllib.error.HTTPError as exc:
+            return None if exc.code < 500 else f"it answers HTTP {exc.code}"
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            return f"no answer ({getattr(reason, 'strerror', None) or reason})"
+    db = sqlite_path(uri) if scheme == "sqlite" else None
+    if db is None:
+        return None
+    if not db.exists():
+        return f"its database file {db} is gone"
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=timeout)
+    except sqlite3.Error as exc:
+        return f"its database file cannot be opened ({exc})"
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.rollback()
+        return None
+    except sqlite3.Error as exc:
+        return f"its database is {'locked' if 'locked' in str(exc) else exc}"
+    finally:
+        conn.close()

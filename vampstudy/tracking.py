@@ -27,7 +27,10 @@ from typing import Any
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+_APP_LEVEL = logging.getLogger("mlflow").level   # set by the application (0: nothing)
 import mlflow  # noqa: E402  (the setting above must precede the import)
+if _APP_LEVEL:   # importing mlflow resets its logger to INFO: keep what the application chose
+    logging.getLogger("mlflow").setLevel(_APP_LEVEL)
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -302,6 +305,15 @@ class Tracker:
         writer.writeheader()
         writer.writerows(rows)
         self.log_text(run_id, buf.getvalue(), f"{name}.csv")
+
+    def answers(self, timeout: float = 2.0) -> bool:
+        """Whether the store answers now (asked directly, within ``timeout`` s; see
+        :func:`vampstudy.stores.probe_store`)."""
+        return stores.probe_store(self.uri, timeout) is None
+
+    def probe(self, timeout: float = 2.0) -> str | None:
+        """None when the store answers now, else why not (:func:`vampstudy.stores.probe_store`)."""
+        return stores.probe_store(self.uri, timeout)
 
     def fail_fast(self):
         """A context in which HTTP calls to a tracking server are not retried for minutes

@@ -3,6 +3,9 @@ wait for it to reach a point, and count what the store holds afterwards."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -51,6 +54,44 @@ def wait_for_finished(uri: str, proc: subprocess.Popen, at_least: int, timeout: 
             continue
         if n >= at_least:
             return n
+    return -1
+
+
+def _finished_in_sqlite(path: str, experiment: str) -> int:
+    """FINISHED condition runs of ``experiment`` read straight from MLflow's sqlite tables
+    (a short lock timeout: the study process may be frozen holding a write lock)."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.2) as db:
+        return db.execute(
+            "SELECT count(*) FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
+            "JOIN tags t ON t.run_uuid = r.run_uuid WHERE e.name = ? AND r.status = 'FINISHED' "
+            "AND r.lifecycle_stage = 'active' AND t.key = 'vampstudy.role' "
+            "AND t.value = 'condition'", (experiment,)).fetchone()[0]
+
+
+def freeze_after_finished(uri: str, proc: subprocess.Popen, at_least: int, timeout: float = 300,
+                          experiment: str = "periodic") -> int:
+    """Stop (SIGSTOP) the study process at a moment when ``at_least`` of its conditions are
+    FINISHED in the sqlite store ``uri``, and return how many are: the count is read while the
+    process is frozen, so it is exactly what the store holds when the caller's signal lands.
+
+    The moment depends on the study's progress, not on the machine's speed. The process is left
+    stopped (send SIGKILL, or SIGINT then SIGCONT); -1 when it ended (or the time ran out) first.
+    """
+    path = uri[len("sqlite:///"):]
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            os.kill(proc.pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            break
+        try:
+            n = _finished_in_sqlite(path, experiment) if os.path.exists(path) else 0
+        except sqlite3.Error:   # no tables yet, or frozen inside a write: look again
+            n = -1
+        if n >= at_least:
+            return n
+        os.kill(proc.pid, signal.SIGCONT)
     return -1
 
 

@@ -269,6 +269,47 @@ def test_sigterm_to_ui_stops_the_whole_server_group(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
+def test_ui_keeps_the_server_log_off_the_terminal_and_ends_with_the_url(tmp_path):
+    port = closed_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vampstudy.cli", "ui", "--port", str(port), "--tracking-uri",
+         f"sqlite:///{tmp_path / 'm.db'}"], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)})
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            lines.append(proc.stdout.readline().rstrip("\n"))
+            if "open http" in lines[-1]:
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert lines and lines[-1].startswith(f"ready — open http://127.0.0.1:{port}/"), lines
+    assert lines[-1].endswith("workflowType=machine_learning") or lines[-1].endswith(f"{port}/")
+    log = tmp_path / f"vampstudy-ui-{port}.log"
+    assert f"its log: {log}" in lines[0], lines
+    printed = "\n".join(lines) + rest
+    assert "INFO" not in printed and "uvicorn" not in printed.lower(), printed
+    assert "http://127.0.0.1" not in "\n".join(lines[:-1])   # the only URL is the ready view's
+    assert log.read_text().strip(), "the server's messages went nowhere"
+
+
+def test_mlflow_keeps_the_log_level_the_cli_chose():
+    """Importing mlflow resets its logger to INFO; vampstudy.tracking puts back the level the
+    application set (the CLI: ERROR, INFO with -v), so `vampstudy run` shows no MLflow INFO."""
+    code = ("import logging; logging.getLogger('mlflow').setLevel(logging.ERROR); "
+            "import vampstudy.tracking; print(logging.getLogger('mlflow').level)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [str(40)]
+
+
 # ------------------------------------------------------------- concurrency
 def test_two_studies_at_once_on_one_new_default_store(tmp_path, music_3s):
     """Both create the store and the experiment at the same moment; both finish in full."""
