@@ -7,9 +7,12 @@ become one-line messages with exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import signal
 import sys
+import threading
 import warnings
 
 import click
@@ -330,26 +333,50 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
             bar.update(1, f"{trial.condition.name} {status}")
 
         try:
-            result = run_study(study, b, tracker, audio=audio, seeds=seed_list,
-                               experiment=experiment, resume=resume, progress=progress,
-                               check_status=check_status,
-                               executor=_make_executor(executor, executor_opts),
-                               max_seconds=max_seconds,
-                               backend_spec=(b.name if backend == "auto" else backend,
-                                             {"device": device, **{k: v for k, v in ckpts.items() if v}}),
-                               resolved_config={**study.get_params(), "backend": b.name,
-                                                "device": device,
-                                                "audio": list(audio), "seeds": seed_list})
+            with _sigterm_interrupts() as terminated:
+                result = run_study(study, b, tracker, audio=audio, seeds=seed_list,
+                                   experiment=experiment, resume=resume, progress=progress,
+                                   check_status=check_status,
+                                   executor=_make_executor(executor, executor_opts),
+                                   max_seconds=max_seconds,
+                                   backend_spec=(b.name if backend == "auto" else backend,
+                                                 {"device": device, **{k: v for k, v in ckpts.items() if v}}),
+                                   resolved_config={**study.get_params(), "backend": b.name,
+                                                    "device": device,
+                                                    "audio": list(audio), "seeds": seed_list})
             failure = None
         except StudyFailed as exc:
             result, failure = exc.result, exc
         except StudyInterrupted as exc:
             bar.render_finish()
             click.echo(f"\n{exc}.\nContinue it with:  {_resume_command(ctx)}", err=True)
-            sys.exit(130)
+            sys.exit(143 if terminated else 130)
     _report(tracker, result)
     if failure is not None:
         raise click.ClickException(str(failure))
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Within: SIGTERM (``kill``, Slurm's ``scancel`` or time limit) stops the study as Ctrl-C
+    does — open runs KILLED, finished ones kept, ``--resume`` continues. Yields a list that
+    holds the signal once one arrived; a repeated SIGTERM is ignored while the runs close."""
+    received: list[int] = []
+
+    def interrupt(signum, frame):
+        if received:
+            return
+        received.append(signum)
+        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 #: Options of the executors other than --executor itself (added by executors' own option sets).
