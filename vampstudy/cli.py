@@ -219,7 +219,11 @@ def _study_command(entry, invoked_name: str) -> click.Command:
 
     @_errors
     def callback(**kwargs):
-        _run(click.get_current_context(), cls, **kwargs)
+        with _sigterm_interrupts() as terminated:
+            try:
+                _run(click.get_current_context(), cls, **kwargs)
+            except SystemExit as exc:   # interrupted: 143 (128 + SIGTERM) rather than Ctrl-C's 130
+                raise SystemExit(143 if terminated and exc.code == 130 else exc.code) from None
 
     shared = _options_of(tracking_option) + _options_of(backend_options)
     return _RunCommand(invoked_name, params=params + shared, callback=callback, help=help_text,
@@ -232,6 +236,29 @@ class _RunCommand(click.Command):
     def parse_args(self, ctx, args):
         ctx.meta["vampstudy.raw_args"] = list(args)
         return super().parse_args(ctx, args)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Within: SIGTERM (``kill``, Slurm's ``scancel`` or time limit) stops a study as Ctrl-C
+    does — open runs KILLED, finished ones kept, ``--resume`` continues. Yields a list that
+    holds the signal once one arrived; a repeated SIGTERM is ignored while the runs close."""
+    received: list[int] = []
+
+    def interrupt(signum, frame):
+        if received:
+            return
+        received.append(signum)
+        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _options_of(decorator) -> list[click.Parameter]:
@@ -333,50 +360,26 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
             bar.update(1, f"{trial.condition.name} {status}")
 
         try:
-            with _sigterm_interrupts() as terminated:
-                result = run_study(study, b, tracker, audio=audio, seeds=seed_list,
-                                   experiment=experiment, resume=resume, progress=progress,
-                                   check_status=check_status,
-                                   executor=_make_executor(executor, executor_opts),
-                                   max_seconds=max_seconds,
-                                   backend_spec=(b.name if backend == "auto" else backend,
-                                                 {"device": device, **{k: v for k, v in ckpts.items() if v}}),
-                                   resolved_config={**study.get_params(), "backend": b.name,
-                                                    "device": device,
-                                                    "audio": list(audio), "seeds": seed_list})
+            result = run_study(study, b, tracker, audio=audio, seeds=seed_list,
+                               experiment=experiment, resume=resume, progress=progress,
+                               check_status=check_status,
+                               executor=_make_executor(executor, executor_opts),
+                               max_seconds=max_seconds,
+                               backend_spec=(b.name if backend == "auto" else backend,
+                                             {"device": device, **{k: v for k, v in ckpts.items() if v}}),
+                               resolved_config={**study.get_params(), "backend": b.name,
+                                                "device": device,
+                                                "audio": list(audio), "seeds": seed_list})
             failure = None
         except StudyFailed as exc:
             result, failure = exc.result, exc
         except StudyInterrupted as exc:
             bar.render_finish()
             click.echo(f"\n{exc}.\nContinue it with:  {_resume_command(ctx)}", err=True)
-            sys.exit(143 if terminated else 130)
+            sys.exit(130)
     _report(tracker, result)
     if failure is not None:
         raise click.ClickException(str(failure))
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """Within: SIGTERM (``kill``, Slurm's ``scancel`` or time limit) stops the study as Ctrl-C
-    does — open runs KILLED, finished ones kept, ``--resume`` continues. Yields a list that
-    holds the signal once one arrived; a repeated SIGTERM is ignored while the runs close."""
-    received: list[int] = []
-
-    def interrupt(signum, frame):
-        if received:
-            return
-        received.append(signum)
-        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
-
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 #: Options of the executors other than --executor itself (added by executors' own option sets).
