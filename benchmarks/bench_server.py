@@ -228,14 +228,6 @@ class PostgresStore(Store):
         self.name = (f"postgres, server --workers {server_workers}" if self.serve_artifacts else
                      f"postgres, --workers {server_workers}, direct")
 
-
-class PostgresDirectStore(PostgresStore):
-    """The server on PostgreSQL with ``--no-serve-artifacts``: writers put files straight into
-    the artifact folder (what an object store or a shared file system gives), the server
-    handles only the run's metadata."""
-
-    serve_artifacts = False
-
     def rows(self) -> int:
         import psycopg
 
@@ -250,6 +242,14 @@ class PostgresDirectStore(PostgresStore):
             self.server.stop()
         finally:
             self.pg.stop()
+
+
+class PostgresDirectStore(PostgresStore):
+    """The server on PostgreSQL with ``--no-serve-artifacts``: writers put files straight into
+    the artifact folder (what an object store or a shared file system gives), the server
+    handles only the run's metadata."""
+
+    serve_artifacts = False
 
 
 class SqliteStore(Store):
@@ -411,11 +411,11 @@ def main(argv=None) -> int:
                 store.close()
             emit(f"# {store.name}: {saturation(rows)}")
         emit(f"# load average {os.getloadavg()[0]:.1f} at end")
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text("\n".join(lines) + "\n")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(lines) + "\n")
+        shutil.rmtree(tmp, ignore_errors=True)   # about 1 GB of artifacts
     return 0
 
 
