@@ -123,7 +123,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, timeout: flo
 
 def start_mlflow_server(backend_store_uri: str, artifacts_dir: str | Path, *,
                         port: int | None = None, workers: int = 1,
-                        timeout: float = 180.0) -> MlflowServer:
+                        timeout: float = 180.0, serve_artifacts: bool = True) -> MlflowServer:
     """Start ``mlflow server`` on 127.0.0.1 and wait until ``/health`` answers.
 
     Parameters
@@ -139,6 +139,10 @@ def start_mlflow_server(backend_store_uri: str, artifacts_dir: str | Path, *,
         Server worker processes. Keep 1 on sqlite (one writer).
     timeout : float
         Seconds to wait for the server to answer.
+    serve_artifacts : bool
+        False: ``--no-serve-artifacts``, runs get ``artifacts_dir`` itself as their artifact
+        location and clients write there directly (as with a shared file system or an
+        object store), the server handles no file.
 
     Returns
     -------
@@ -151,7 +155,9 @@ def start_mlflow_server(backend_store_uri: str, artifacts_dir: str | Path, *,
     log_path = artifacts_dir.parent / f"mlflow-server-{port}.log"
     cmd = [sys.executable, "-m", "mlflow", "server",
            "--backend-store-uri", backend_store_uri,
-           "--serve-artifacts", "--artifacts-destination", str(artifacts_dir.resolve()),
+           *(["--serve-artifacts", "--artifacts-destination", str(artifacts_dir.resolve())]
+             if serve_artifacts else
+             ["--no-serve-artifacts", "--default-artifact-root", str(artifacts_dir.resolve())]),
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     # no GenAI job runner (extra processes a tracking test does not need)
     env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",

@@ -7,10 +7,13 @@ become one-line messages with exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import click
@@ -227,7 +230,11 @@ def _study_command(entry, invoked_name: str) -> click.Command:
 
     @_errors
     def callback(**kwargs):
-        _run(click.get_current_context(), cls, **kwargs)
+        with _sigterm_interrupts() as terminated:
+            try:
+                _run(click.get_current_context(), cls, **kwargs)
+            except SystemExit as exc:   # interrupted: 143 (128 + SIGTERM) rather than Ctrl-C's 130
+                raise SystemExit(143 if terminated and exc.code == 130 else exc.code) from None
 
     shared = _options_of(tracking_option) + _options_of(backend_options)
     return _RunCommand(invoked_name, params=params + shared, callback=callback, help=help_text,
@@ -240,6 +247,29 @@ class _RunCommand(click.Command):
     def parse_args(self, ctx, args):
         ctx.meta["vampstudy.raw_args"] = list(args)
         return super().parse_args(ctx, args)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Within: SIGTERM (``kill``, Slurm's ``scancel`` or time limit) stops a study as Ctrl-C
+    does — open runs KILLED, finished ones kept, ``--resume`` continues. Yields a list that
+    holds the signal once one arrived; a repeated SIGTERM is ignored while the runs close."""
+    received: list[int] = []
+
+    def interrupt(signum, frame):
+        if received:
+            return
+        received.append(signum)
+        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _options_of(decorator) -> list[click.Parameter]:

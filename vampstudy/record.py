@@ -64,7 +64,8 @@ def owner_alive(tags: dict) -> bool | None:
 
 def record_contents(tracker, run_id: str, rec: Record | None, extra_params: dict | None = None,
                     tags: dict | None = None, new_run: bool = False) -> None:
-    """Write a :class:`Record` (plus params/tags) to one run: one batch of values, one of files."""
+    """Write a :class:`Record` (plus params/tags) to one run: one batch of values, one upload
+    of files (tables included)."""
     from . import audio as audio_io
 
     if rec is None and not extra_params and not tags:
@@ -87,9 +88,7 @@ def record_contents(tracker, run_id: str, rec: Record | None, extra_params: dict
         files[path] = text.encode()
     tracker.log_run_batch(run_id, params={**(extra_params or {}), **rec.params},
                           metrics=rec.metrics, series=rec.series, tags=tags or {}, files=files,
-                          skip_existing_params=not new_run)
-    for name, rows in rec.tables.items():
-        tracker.log_table(run_id, rows, name)
+                          tables=rec.tables, skip_existing_params=not new_run)
 
 
 def record_child(tracker, experiment_id: str, parent_id: str, planned: PlannedTrial,

@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# On a tracking server MLflow prints a link for every run it closes, fetching the run first:
+# one request per child run, and lines through the progress bar.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 _APP_LEVEL = logging.getLogger("mlflow").level   # set by the application (0: nothing)
 import mlflow  # noqa: E402  (the setting above must precede the import)
@@ -33,6 +36,7 @@ if _APP_LEVEL:   # importing mlflow resets its logger to INFO: keep what the app
     logging.getLogger("mlflow").setLevel(_APP_LEVEL)
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from . import stores
@@ -42,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_STORE_DIR = "mlruns"
 PARAM_MAX = 6000
+TAG_LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"  # MLflow: the run's tables, for the UI and load_table
 
 from .layout import (TAG_BACKEND, TAG_CHECK, TAG_CONDITION, TAG_CONFIG, TAG_NOTE,  # noqa: E402,F401
                      TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL)
@@ -149,6 +154,28 @@ def clips_dataset(name: str, clips: list[dict]):
         profile=json.dumps({"num_rows": len(clips), "num_elements": len(clips) * len(columns)}))
 
 
+def table_files(rows: list[dict]) -> tuple[bytes, bytes]:
+    """``(json, csv)`` of a table: the JSON in MLflow's table format (pandas' ``split``
+    orient without index: ``{"columns": [...], "data": [[...], ...]}``, non-finite numbers
+    as null), the CSV with a header row. Columns in first-seen order."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def plain(value):
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not np.isfinite(value):
+            return None
+        return value
+
+    data = [[plain(row.get(c)) for c in columns] for row in rows]
+    text = json.dumps({"columns": columns, "data": data}, default=str)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.encode(), buf.getvalue().encode()
+
+
 class Tracker:
     """A tracking store and the vampstudy run layout on it."""
 
@@ -156,6 +183,7 @@ class Tracker:
         self.uri = stores.check_tracking_uri(resolve_tracking_uri(tracking_uri))
         # every sqlite store keeps its artifacts in artifacts/ beside the database file
         self.artifact_root: str | None = stores.artifact_root(self.uri)
+        self._artifact_uris: dict[str, str] = {}   # run id → artifact URI, while a run is open
         stores.prepare_sqlite_store(self.uri)
         try:
             with stores.store_lock(self.uri), _short_http_retries():
@@ -250,10 +278,13 @@ class Tracker:
         if parent_id:
             tags[TAG_PARENT] = parent_id
         run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+        # uploads to this run need no request to look its artifact location up again
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         return run.info.run_id
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+        self._artifact_uris.pop(run_id, None)
 
     def set_tags(self, run_id: str, tags: dict) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -295,16 +326,7 @@ class Tracker:
 
     def log_table(self, run_id: str, rows: list[dict], name: str) -> None:
         """An MLflow table (``<name>.json``, shown in the UI) and ``<name>.csv``."""
-        if not rows:
-            return
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        data = {c: [row.get(c) for row in rows] for c in columns}
-        self.client.log_table(run_id, data=data, artifact_file=f"{name}.json")
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        self.log_text(run_id, buf.getvalue(), f"{name}.csv")
+        self.log_run_batch(run_id, tables={name: rows})
 
     def answers(self, timeout: float = 2.0) -> bool:
         """Whether the store answers now (asked directly, within ``timeout`` s; see
@@ -323,13 +345,29 @@ class Tracker:
     # ------------------------------------------------------ batched writes
     def log_run_batch(self, run_id: str, params: dict | None = None, metrics: dict | None = None,
                       series: dict | None = None, tags: dict | None = None,
-                      files: dict[str, bytes] | None = None, skip_existing_params: bool = True) -> None:
+                      files: dict[str, bytes] | None = None, tables: dict | None = None,
+                      skip_existing_params: bool = True) -> None:
         """Params, metrics, series and tags in as few ``log_batch`` calls as MLflow allows, and
-        every file (artifact path → bytes) in one ``log_artifacts`` upload."""
-        params = params or {}
-        if params and skip_existing_params:
-            existing = self.client.get_run(run_id).data.params
-            params = {k: v for k, v in params.items() if k not in existing}
+        every file (artifact path → bytes) in one ``log_artifacts`` upload.
+
+        ``tables`` (name → rows) become ``<name>.json`` (MLflow's table format, listed in the
+        run's ``mlflow.loggedArtifacts`` tag as MLflow's ``log_table`` does) and ``<name>.csv``
+        in the same upload. ``skip_existing_params=False`` (a run just created) saves reading
+        the run back for params it already has and tables it already lists.
+        """
+        params, tags, files = params or {}, dict(tags or {}), dict(files or {})
+        tables = {name: rows for name, rows in (tables or {}).items() if rows}
+        existing = (self.client.get_run(run_id).data if skip_existing_params and (params or tables)
+                    else None)
+        if existing is not None:
+            params = {k: v for k, v in params.items() if k not in existing.params}
+        if tables:
+            listed = json.loads(existing.tags.get(TAG_LOGGED_ARTIFACTS, "[]")) if existing else []
+            for name, rows in tables.items():
+                files[f"{name}.json"], files[f"{name}.csv"] = table_files(rows)
+                entry = {"path": f"{name}.json", "type": "table"}
+                listed += [] if entry in listed else [entry]
+            tags[TAG_LOGGED_ARTIFACTS] = json.dumps(listed)
         items_p = [Param(k, _plain(v)[:PARAM_MAX]) for k, v in params.items()]
         now = int(time.time() * 1000)
         items_m = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()
@@ -337,7 +375,7 @@ class Tracker:
         for name, values in (series or {}).items():
             items_m += [Metric(name, float(v), now, i) for i, v in enumerate(values)
                         if np.isfinite(float(v))]
-        items_t = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        items_t = [RunTag(k, str(v)) for k, v in tags.items()]
         first = True
         while first or items_p or items_m:
             first = False
@@ -345,12 +383,24 @@ class Tracker:
                                   tags=items_t)
             items_m, items_p, items_t = items_m[1000:], items_p[100:], []
         if files:
-            with tempfile.TemporaryDirectory() as tmp:
-                for path, data in files.items():
-                    local = Path(tmp) / path
-                    local.parent.mkdir(parents=True, exist_ok=True)
-                    local.write_bytes(data)
+            self._upload(run_id, files)
+
+    def _upload(self, run_id: str, files: dict[str, bytes]) -> None:
+        """Every file in one ``log_artifacts`` of the run's artifact repository (found without
+        a request while the run is open)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for path, data in files.items():
+                local = Path(tmp) / path
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(data)
+            uri = self._artifact_uris.get(run_id)
+            if uri is None:
                 self.client.log_artifacts(run_id, tmp)
+                return
+            try:
+                get_artifact_repository(uri, tracking_uri=self.uri).log_artifacts(tmp)
+            except OSError as exc:
+                raise TrackingError(stores.artifact_error(uri, exc)) from exc
 
     @staticmethod
     def arrays_bytes(arrays: dict) -> bytes:
@@ -400,8 +450,19 @@ class Tracker:
         entity is built here rather than through ``mlflow.data.from_pandas``,
         which would build a DataFrame and infer its schema for every run.
         """
-        self.client.log_inputs(run_id, datasets=[
-            mlflow.entities.DatasetInput(clips_dataset(name, clips), tags=[])])
+        inputs = [mlflow.entities.DatasetInput(clips_dataset(name, clips), tags=[])]
+        try:
+            self.client.log_inputs(run_id, datasets=inputs)
+        except mlflow.exceptions.MlflowException as exc:
+            # Runs that log the same new dataset at once (workers starting on one clip) race
+            # in MLflow's store, which looks the dataset up and then inserts it: the later
+            # insert breaks the dataset's unique key and the request fails. The dataset
+            # exists now, so the same request links it.
+            text = str(exc).lower()
+            if "dataset" not in text or not ("unique" in text or "duplicate" in text):
+                raise
+            logger.info("dataset %s was created by another run meanwhile; linking it", name)
+            self.client.log_inputs(run_id, datasets=inputs)
 
     # ------------------------------------------------------------ study runs
     def study_runs(self, max_results: int = 50) -> list:

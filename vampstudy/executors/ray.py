@@ -35,9 +35,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -190,6 +192,19 @@ class RayExecutor(Executor):
             self._check_resources()
             return
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # ray.init makes SIGTERM a plain sys.exit; keep the caller's handler (the CLI's
+        # SIGTERM stops a study as Ctrl-C does: open runs KILLED)
+        main = threading.current_thread() is threading.main_thread()
+        on_sigterm = signal.getsignal(signal.SIGTERM) if main else None
+        try:
+            self._init_ray()
+        finally:
+            if on_sigterm is not None:
+                signal.signal(signal.SIGTERM, on_sigterm)
+        self._connected = True
+        self._check_resources()
+
+    def _init_ray(self) -> None:
         quiet = dict(log_to_driver=False, logging_level=logging.WARNING)
         if self.address:
             try:
@@ -206,8 +221,6 @@ class RayExecutor(Executor):
             ray.init(num_cpus=cpus, object_store_memory=self.object_store_mb * 2 ** 20,
                      include_dashboard=False, _temp_dir=self._tmp, **quiet)
             self._started_ray = True
-        self._connected = True
-        self._check_resources()
 
     def _check_resources(self) -> None:
         total = ray.cluster_resources()
