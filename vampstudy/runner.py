@@ -28,6 +28,7 @@ from .backends.base import Backend
 from .errors import AudioError, TrackingError, VampstudyError
 from .execute import (Executor, Job, RemoteRecording, make_executor,  # noqa: F401 (re-exported)
                       seed_everything)
+from .levels import with_clipping_note
 from .memory import release_free_memory
 from .plan import Plan, backend_note, plan_study
 from .record import TAG_FAILED, TAG_FAILED_STAGE, Recorder
@@ -271,7 +272,7 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
         result = StudyResult(recorder.experiment_id, parent_id, tracker.uri, ordered,
                              list(recorder.failed), len(plan.done), recorder.resumed)
         if ordered:
-            recorder.record_summary(study.analyze(ordered, session))
+            recorder.record_summary(with_clipping_note(study.analyze(ordered, session), ordered))
             release_free_memory()
             save_comparison_view(tracker, recorder.experiment_id, parent_id, study, ordered)
     except KeyboardInterrupt as exc:
