@@ -158,13 +158,13 @@ def test_clipping_is_measured_stored_and_named(loud_clip, tracker, tmp_path):
 def _assert_players_loudness_matched(report: str, result):
     """Each player carries its gain; the gains are the target minus each stimulus' loudness
     (pyloudnorm), and every decoded preview sits at that one target without clipping."""
-    players = re.findall(r"<audio[^>]*data-gain-db='([-0-9.]+)'[^>]*src='data:audio/(\w+);base64,"
-                         r"([^']+)'", report)
+    players = re.findall(r"<audio[^>]*src='data:audio/(\w+);base64,([^']+)' data-gain-db='([-0-9.]+)'",
+                         report)
     stimuli = [result.outcomes[0].trial.clip.signal] + [o.audio["output"] for o in result.outcomes]
     assert len(players) == len(stimuli)
     target = float(re.search(r"loudness-matched to (-?[0-9.]+) LUFS", report).group(1))
     previews = []
-    for (gain, _, payload), stimulus in zip(players, stimuli):
+    for (_, payload, gain), stimulus in zip(players, stimuli):
         x = stimulus.audio_data[0, 0].numpy()
         assert float(gain) == pytest.approx(target - _lufs(x), abs=0.15)
         data, _ = sf.read(io.BytesIO(base64.b64decode(payload)), dtype="float32")
@@ -172,7 +172,7 @@ def _assert_players_loudness_matched(report: str, result):
         assert np.abs(data).max() <= 1.0 + 1e-3
     for data in previews:                                       # Vorbis moves levels a little
         assert _lufs(data) == pytest.approx(target, abs=0.5)
-    assert f"gain {float(players[1][0]):+.1f} dB" in report
+    assert f"gain {float(players[1][2]):+.1f} dB" in report
 
 
 def test_check_warns_on_a_level_fault(loud_clip, music_3s):

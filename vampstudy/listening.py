@@ -152,8 +152,8 @@ class _Page:
                  if matched_peak > levels.FULL_SCALE else "")
         gain = (f"<div class='gain' data-gain-db='{gain_db:.2f}'>gain {gain_db:+.1f} dB → "
                 f"{self.target:.1f} LUFS{clips}</div>")
-        return (f"<audio controls preload='metadata' data-gain-db='{gain_db:.2f}' "
-                f"src='{uri}'></audio>{gain}{note}")
+        return (f"<audio controls preload='metadata' src='{uri}' "
+                f"data-gain-db='{gain_db:.2f}'></audio>{gain}{note}")
 
     def spectrogram(self, signal, title: str, drawn=None) -> str:
         fig = drawn or plots.spectrogram_figure(signal, title, self.label)
