@@ -50,6 +50,7 @@ def test_shared_check(name, backend, tracker, clip):
     assert len(children) == 1 and children[0].info.status == "FINISHED"
     child = children[0]
     assert STANDARD_METRICS <= set(child.data.metrics)
+    assert {"output_peak", "clipped_pct", "loudness_delta_db"} <= set(child.data.metrics)
     assert {"seed", "backend", "clip"} <= set(child.data.params)
     assert child.data.tags["vampstudy.trial_key"]
     paths = {f.path for f in tracker.client.list_artifacts(child.info.run_id)}

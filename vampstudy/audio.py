@@ -375,10 +375,15 @@ def check_audible(signal: AudioSignal, label: str) -> float:
 
 
 def signal_to_wav_bytes(signal: AudioSignal, index: int = 0) -> bytes:
-    """Encode batch item ``index`` of a signal as 16-bit PCM WAV bytes."""
+    """Encode batch item ``index`` of a signal as 32-bit float WAV bytes.
+
+    Float, not fixed-point: the stored file holds exactly the samples that were
+    measured, including any beyond full scale (nothing is clipped; see
+    :mod:`vampstudy.levels` for the ``clipped_pct`` metric that reports them).
+    """
     import soundfile as sf
 
     buf = io.BytesIO()
-    data = signal.audio_data[index].detach().cpu().numpy().T
-    sf.write(buf, np.clip(data, -1.0, 1.0), int(signal.sample_rate), format="WAV", subtype="PCM_16")
+    data = signal.audio_data[index].detach().cpu().float().numpy().T
+    sf.write(buf, data, int(signal.sample_rate), format="WAV", subtype="FLOAT")
     return buf.getvalue()

@@ -35,6 +35,8 @@ OPTION_PROBES = {"temperature": (1.0, 0.5), "typical_filtering": (True, False),
                  "top_p": (None, 0.8), "_sampling_steps": (12, 4)}
 #: p-value below which a batched call is flagged as behaving differently.
 BATCH_ALPHA = 0.01
+#: Largest loudness difference (dB) between generated output and codec resynthesis that passes.
+LEVEL_TOLERANCE_DB = 6.0
 
 
 @dataclass
@@ -232,6 +234,28 @@ def check_round_trip(backend, clip: PreparedClip) -> list[CheckResult]:
     return rows
 
 
+def check_output_level(backend, clip: PreparedClip) -> list[CheckResult]:
+    """Generated output's loudness within ±:data:`LEVEL_TOLERANCE_DB` of the codec resynthesis.
+
+    Decodes the clip's own codes (resynthesis) and a periodic-prompt vamp of them
+    (P=7, seed 0) and compares their integrated loudness (BS.1770 as audiotools
+    computes it); WARN beyond the tolerance, so a backend with a level fault (e.g.
+    generated tokens that decode far louder) is seen before a study. The output's
+    peak is reported too.
+    """
+    from .levels import loudness_lufs, peak
+
+    resynth = backend.decode(clip.codes)
+    output = backend.decode(_vamp(backend, clip.codes, _periodic(backend, clip.codes, 7), seed=0))
+    delta = loudness_lufs(output) - loudness_lufs(resynth)
+    ok = abs(delta) <= LEVEL_TOLERANCE_DB
+    return [CheckResult("output level", f"|output - resynthesis| <= {LEVEL_TOLERANCE_DB:g} dB",
+                        f"{delta:+.1f} dB, peak {peak(output):.2f}", PASS if ok else WARN, delta,
+                        "" if ok else f"generated output is {delta:+.1f} dB from the codec's "
+                                      f"resynthesis: outputs will be {'louder' if delta > 0 else 'quieter'}"
+                                      f" than the original (see loudness_delta_db, clipped_pct)")]
+
+
 CHECKS: dict[str, Callable] = {
     "prompts_kept": check_prompts_kept,
     "masked_regenerated": check_masked_regenerated,
@@ -241,6 +265,7 @@ CHECKS: dict[str, Callable] = {
     "sampling_schedule": check_sampling_schedule,
     "batch_equivalence": check_batch_equivalence,
     "round_trip": check_round_trip,
+    "output_level": check_output_level,
 }
 
 

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import ConfigError
+from .levels import add_level_metrics
 from .plan import PlannedTrial
 from .study import Outcome, Study, Trial
 
@@ -106,18 +107,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def _checked(study: Study, outcome) -> Outcome:
+def _checked(study: Study, outcome, trial: Trial) -> Outcome:
+    """The outcome, type-checked, with the level metrics (:mod:`vampstudy.levels`) added."""
     if not isinstance(outcome, Outcome):
         raise TypeError(f"{type(study).__name__}.generate() must return an Outcome, "
                         f"got {type(outcome).__name__}")
-    return outcome
+    return add_level_metrics(outcome, trial.clip.signal)
 
 
 def run_trial(study: Study, trial: Trial, backend) -> Outcome:
     """Seed, run the model stage and the measurement stage of one trial (exceptions propagate)."""
     seed_everything(trial.seed)
     staged = study.model_stage(trial, backend)
-    return _checked(study, study.measure_stage(trial, staged, backend))
+    return _checked(study, study.measure_stage(trial, staged, backend), trial)
 
 
 def failed(planned: PlannedTrial, exc: BaseException, started: float) -> TrialResult:
@@ -208,7 +210,8 @@ class PipelinedExecutor(Executor):
             if stop.is_set():
                 return
             try:
-                outcome = _checked(study, study.measure_stage(planned.trial, staged, backend))
+                outcome = _checked(study, study.measure_stage(planned.trial, staged, backend),
+                                   planned.trial)
                 result = TrialResult(planned, outcome, seconds=time.time() - started)
             except Exception as exc:
                 result = failed(planned, exc, started)

@@ -8,6 +8,10 @@ both base64, so the page plays in MLflow's artifact viewer (a sandboxed
 iframe, no scripts) or any browser with no server. The layout is fluid: it
 fits MLflow's narrow artifact pane and a full window.
 
+Every player is loudness-matched to one target (:func:`vampstudy.levels.matching_target`:
+-24 LUFS, lower if a stimulus would otherwise exceed full scale) with its gain
+shown beside it, so that louder never sounds better.
+
 What the page embeds is bounded: each audio preview is at most
 :data:`PREVIEW_SECONDS` long, shorter when a study has many outputs (all
 previews together stay under :data:`AUDIO_BUDGET_SECONDS`); the full-length
@@ -27,7 +31,7 @@ import logging
 import numpy as np
 import torch
 
-from . import plots
+from . import levels, plots
 from .summary import STANDARD_METRICS, mean_ci
 
 logger = logging.getLogger(__name__)
@@ -123,22 +127,33 @@ def preview_seconds(n_players: int) -> float:
 
 
 class _Page:
-    """Builds the sections; caches what is encoded once (each clip's original)."""
+    """Builds the sections; caches what is encoded once (each clip's original).
 
-    def __init__(self, label: str, cap: float):
-        self.label, self.cap = label, cap
-        self._audio: dict[int, str] = {}
+    Every player is loudness-matched to ``target`` LUFS (:func:`vampstudy.levels.match_loudness`)
+    and shows its gain, so that no stimulus sounds better for being louder.
+    """
+
+    def __init__(self, label: str, cap: float, target: float = levels.TARGET_LUFS):
+        self.label, self.cap, self.target = label, cap, target
+        self._audio: dict[int, tuple[str, float, float]] = {}
 
     def player(self, signal, artifact: str) -> str:
         key = id(signal)
         if key not in self._audio:
-            self._audio[key] = audio_data_uri(signal, self.cap)
+            matched, gain_db = levels.match_loudness(signal, self.target)
+            self._audio[key] = (audio_data_uri(matched, self.cap), gain_db, levels.peak(matched))
+        uri, gain_db, matched_peak = self._audio[key]
         total = _duration(signal)
         note = ""
         if total > self.cap + 1e-6:
             note = (f"<div class='note'>first {self.cap:.0f} s of {total:.1f} s — full audio: "
                     f"artifact <code>{html.escape(artifact)}</code></div>")
-        return (f"<audio controls preload='metadata' src='{self._audio[key]}'></audio>{note}")
+        clips = (f"; this preview clips (peak {matched_peak:.2f} after the gain)"
+                 if matched_peak > levels.FULL_SCALE else "")
+        gain = (f"<div class='gain' data-gain-db='{gain_db:.2f}'>gain {gain_db:+.1f} dB → "
+                f"{self.target:.1f} LUFS{clips}</div>")
+        return (f"<audio controls preload='metadata' src='{uri}' "
+                f"data-gain-db='{gain_db:.2f}'></audio>{gain}{note}")
 
     def spectrogram(self, signal, title: str, drawn=None) -> str:
         fig = drawn or plots.spectrogram_figure(signal, title, self.label)
@@ -205,7 +220,9 @@ def listening_report(outcomes, session, title: str) -> str:
         f"{html.escape(backend.description)}. These are not VampNet's outputs.</p>")
     per_clip = [(clip, group_outcomes(outcomes, clip)) for clip in session.clips]
     n_players = sum(1 + sum(len(g) for g in groups) for _, groups in per_clip)
-    page = _Page(label, preview_seconds(n_players))
+    stimuli = [clip.signal for clip, _ in per_clip]
+    stimuli += [o.audio["output"] for _, groups in per_clip for g in groups for o in g]
+    page = _Page(label, preview_seconds(n_players), levels.matching_target(stimuli))
     names = _metric_names(outcomes)
     seeds = sorted({o.trial.seed for o in outcomes}) or list(session.seeds)
     sections = []
@@ -237,12 +254,15 @@ table.metrics {{ border-collapse: collapse; font-size: 12px; font-family: monosp
 table.metrics td, table.metrics th {{ border-bottom: 1px solid #eee; padding: 2px 8px 2px 0;
         text-align: right; white-space: nowrap; }}
 table.metrics td:first-child, table.metrics th:first-child {{ text-align: left; }}
-.note {{ font-size: 11px; color: #666; }}
+.note, .gain {{ font-size: 11px; color: #666; }}
 .warn {{ background: #fff3cd; border: 1px solid #e0c060; padding: .6em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(label)} · {len(session.clips)} clip(s) · seeds {html.escape(str(seeds))} ·
 audio previews up to {page.cap:.0f} s</p>
+<p class='note'>Every player is loudness-matched to {page.target:.1f} LUFS (ITU-R BS.1770), the
+gain it needed shown under it, so that louder does not sound better; each run's
+<code>audio/*.wav</code> holds the signal at the level it was measured.</p>
 {warning}
 {''.join(sections)}
 </body></html>

@@ -28,6 +28,7 @@ from .backends.base import Backend
 from .errors import AudioError, TrackingError, VampstudyError
 from .execute import (Executor, Job, RemoteRecording, make_executor,  # noqa: F401 (re-exported)
                       seed_everything)
+from .levels import with_clipping_note
 from .memory import release_free_memory
 from .patience import DEFAULT_PATIENCE, PatientSink, StoreOutage
 from .plan import Plan, backend_note, plan_study
@@ -288,7 +289,7 @@ def _analyze_and_close(study: Study, session: Session, plan: Plan, recorder: Rec
         result = StudyResult(recorder.experiment_id, parent_id, tracker.uri, ordered,
                              list(recorder.failed), len(plan.done), recorder.resumed)
         if ordered:
-            summary = study.analyze(ordered, session)
+            summary = with_clipping_note(study.analyze(ordered, session), ordered)
             call(recorder.record_summary, summary)
             release_free_memory()
             call(save_comparison_view, tracker, recorder.experiment_id, parent_id, study, ordered)
