@@ -178,20 +178,33 @@ class PeriodicIntervalStudy(MaskingStudy):
         backend = session.backend
         label = plots.backend_label(backend)
         first = session.clips[0].identity["sha256"]
+        every = outcomes
+        outcomes = [o for o in every if not o.trial.condition.control]   # controls: tables only
         tokens = {p: self._tokens(p, first) for p in
-                  (o.trial.condition.params["interval"] for o in outcomes)}
+                  (o.trial.condition.params["interval"] for o in every
+                   if "interval" in o.trial.condition.params)}
         ms = {p: interval_ms(n, backend.hop_length, backend.sample_rate) for p, n in tokens.items()}
-        tables = standard_tables(outcomes, STANDARD_METRICS)
-        rows = [{"interval": r["interval"], "interval_tokens": tokens[r["interval"]],
-                 "interval_ms": round(ms[r["interval"]], 1),
-                 "expected_density": round(1 - 1 / tokens[r["interval"]], 4), **r}
-                for r in tables["summary"]]
+        tables = standard_tables(every, STANDARD_METRICS)
+
+        def interval_columns(r):
+            if "interval" not in r:   # the codec control
+                return dict(r)
+            p = r["interval"]
+            return {"condition": r["condition"], "control": r["control"], "interval": p,
+                    "interval_tokens": tokens[p], "interval_ms": round(ms[p], 1),
+                    "expected_density": round(1 - 1 / tokens[p], 4), **r}
+
+        rows = [interval_columns(r) for r in tables["summary"] if not r["control"]]
         rows.sort(key=lambda r: r["interval_tokens"])
-        tables["summary"] = rows
+        controls = [interval_columns(r) for r in tables["summary"] if r["control"]]
+        tables["summary"] = rows + controls
         if "summary_by_clip" in tables:   # beat intervals: each clip's own tokens and ms
             sha = {c.name: c.identity["sha256"] for c in session.clips}
             by_clip = []
             for r in tables["summary_by_clip"]:
+                if "interval" not in r:
+                    by_clip.append(r)
+                    continue
                 n = self._tokens(r["interval"], sha[r["clip"]])
                 by_clip.append({"clip": r["clip"], "interval": r["interval"], "interval_tokens": n,
                                 "interval_ms": round(interval_ms(n, backend.hop_length,
@@ -242,6 +255,7 @@ class PeriodicIntervalStudy(MaskingStudy):
         for line in text.splitlines():
             logger.info(line)
         metrics_out = {"spearman_interval_vs_changed": rho} if np.isfinite(rho) else {}
-        report = listening_report(outcomes, session, f"{self.name}: listening report")
-        return Summary(metrics=metrics_out, figures=figures, tables=tables,
-                       texts={"observations.txt": text, "report.html": report})
+        report = listening_report(every, session, f"{self.name}: listening report")
+        summary = Summary(metrics=metrics_out, figures=figures, tables=tables,
+                          texts={"observations.txt": text, "report.html": report})
+        return self.add_evidence(summary, every, session)

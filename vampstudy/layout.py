@@ -11,3 +11,4 @@ TAG_CHECK = "vampstudy.last_check"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_NOTE = "mlflow.note.content"
 TAG_ORDER = "vampstudy.trial_index"    # position of the trial in the plan (run order)
+TAG_CONTROL = "vampstudy.control"     # codec | noise on control runs (absent on conditions)

@@ -85,6 +85,7 @@ def record_contents(tracker, run_id: str, rec: Record | None, extra_params: dict
             files[f"figures/{name}.png"] = fig.png
     for path, text in rec.texts.items():
         files[path] = text.encode()
+    files.update(rec.files)
     tracker.log_run_batch(run_id, params={**(extra_params or {}), **rec.params},
                           metrics=rec.metrics, series=rec.series, tags=tags or {}, files=files,
                           skip_existing_params=not new_run)
