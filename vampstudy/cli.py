@@ -19,7 +19,8 @@ from .errors import ConfigError, VampstudyError
 
 logger = logging.getLogger("vampstudy")
 
-RUNNER_CONFIG_KEYS = ("audio", "seed", "seeds", "backend", "device", "experiment")
+RUNNER_CONFIG_KEYS = ("audio", "seed", "seeds", "backend", "device", "experiment", "controls",
+                      "embedding")
 
 
 def _setup_logging(verbose: int) -> None:
@@ -183,6 +184,14 @@ def _study_command(entry, invoked_name: str) -> click.Command:
         click.Option(["--visqol"], is_flag=True,
                      help="Also measure ViSQOL MOS-LQO of every output (slow; needs "
                           "visqol-python)."),
+        click.Option(["--controls/--no-controls"], default=True, show_default=True,
+                     help="Masking studies: add control runs tagged vampstudy.control: `codec` "
+                          "(encode → decode, one per clip) and `noise` (each condition's mask "
+                          "filled with random tokens, per clip and seed)."),
+        click.Option(["--embedding"], multiple=True, metavar="NAME",
+                     help="Masking studies: frame embedding for FAD/KAD per condition "
+                          "(repeatable): mel (default), codec, vggish, clap, or "
+                          "package.module:function."),
         click.Option(["--check"], is_flag=True,
                      help="Run `vampstudy check` on the backend first; stop if a check FAILs."),
         click.Option(["--executor"], type=click.Choice(["pipelined", "sequential", "ray"]),
@@ -273,8 +282,35 @@ def _apply_config(ctx, cls, path, study_kwargs: dict, runner: dict) -> None:
             (study_kwargs if key in study_kwargs else runner)[key] = converted
 
 
+def _evidence_options(study, backend, controls: bool, embedding: tuple) -> None:
+    """Apply --controls/--no-controls and --embedding to a masking study (one line per
+    embedding that cannot run here; the study runs with the others)."""
+    from .embeddings import DEFAULT_EMBEDDINGS, resolve_embeddings
+    from .study import MaskingStudy
+
+    if not isinstance(study, MaskingStudy):
+        if embedding:
+            raise click.UsageError(f"--embedding applies to masking studies; {study.name} is not one")
+        return
+    study.controls = controls
+    usable, notes = resolve_embeddings(embedding or DEFAULT_EMBEDDINGS, backend)
+    for note in notes:
+        click.echo(f"warning: {note}", err=True)
+    study.embeddings = tuple(usable)
+
+
+def _evidence_config(study) -> dict:
+    """--controls and --embedding as config.yaml keys (masking studies only)."""
+    from .study import MaskingStudy
+
+    if not isinstance(study, MaskingStudy):
+        return {}
+    return {"controls": bool(study.controls), "embedding": list(study.embeddings)}
+
+
 def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats, experiment,
-         resume, config, check, visqol, max_seconds, dry_run, executor, **rest):
+         resume, config, check, visqol, max_seconds, dry_run, executor, controls, embedding,
+         **rest):
     from .runner import StudyFailed, StudyInterrupted, run_study
     from .study import Study
     from .tracking import Tracker
@@ -283,11 +319,12 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
     executor_opts = {k: rest.pop(k) for k in EXECUTOR_OPTIONS if k in rest}
     study_kwargs = rest
     runner = {"audio": audio, "seed": seed, "seeds": seeds, "backend": backend, "device": device,
-              "experiment": experiment}
+              "experiment": experiment, "controls": controls, "embedding": embedding}
     if config:
         _apply_config(ctx, cls, config, study_kwargs, runner)
     audio, seed, seeds = runner["audio"], runner["seed"], runner["seeds"]
     backend, device, experiment = runner["backend"], runner["device"], runner["experiment"]
+    controls, embedding = runner["controls"], tuple(runner["embedding"] or ())
     if experiment is not None:  # (also from --config)
         _experiment_name(ctx, None, experiment)
     if seeds and repeats:
@@ -306,6 +343,7 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
                                        "pip install visqol-python")
         study.visqol = True
     b = make_backend(backend, device, **ckpts)
+    _evidence_options(study, b, controls, embedding)
     # everything that can be checked before a run exists: the study's values, then the inputs
     study.validate(b)
     inputs = _check_inputs(audio, max_seconds)
@@ -339,7 +377,8 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
                                              {"device": device, **{k: v for k, v in ckpts.items() if v}}),
                                resolved_config={**study.get_params(), "backend": b.name,
                                                 "device": device,
-                                                "audio": list(audio), "seeds": seed_list})
+                                                "audio": list(audio), "seeds": seed_list,
+                                                **_evidence_config(study)})
             failure = None
         except StudyFailed as exc:
             result, failure = exc.result, exc
@@ -391,16 +430,23 @@ def _check_inputs(audio, max_seconds):
 def _print_plan(study, inputs, seeds, experiment) -> None:
     """--dry-run: the conditions, the clips and the number of runs; nothing is logged."""
     conditions = study.iterate()
+    controls = study.control_conditions(conditions)
     click.echo(f"study {study.name} → experiment {experiment!r}: {len(conditions)} conditions")
     for c in conditions:
         click.echo(f"  {c.name}")
+    if controls:
+        click.echo(f"controls ({len(controls)}; --no-controls to leave them out):")
+        for c in controls:
+            click.echo(f"  {c.name}")
     click.echo(f"clips ({len(inputs)}):")
     for info in inputs:
         click.echo(f"  {info.path}  {info.duration_s:.2f} s, {info.sample_rate} Hz, "
                    f"{info.channels} ch")
     total = len(inputs) * len(conditions) * len(seeds)
+    n_controls = len(inputs) * sum(1 if c.control == "codec" else len(seeds) for c in controls)
+    more = f" + {n_controls} control runs" if n_controls else ""
     click.echo(f"{len(inputs)} clips × {len(conditions)} conditions × {len(seeds)} seeds "
-               f"= {total} runs (plus one parent run). Dry run: nothing was run or logged.")
+               f"= {total} runs{more} (plus one parent run). Dry run: nothing was run or logged.")
 
 
 def _report(tracker, result) -> None:
