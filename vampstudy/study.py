@@ -498,8 +498,12 @@ class MaskingStudy(Study):
         summary.files.update(ev.files)
         summary.params.update(ev.params)
         if rows and any(r.get("prompt_bitrate_bps_mean") for r in rows):
+            intervals: dict = {}
+            for d in ev.rows:
+                if d["embedding"] == names[0]:
+                    intervals.setdefault(d["metric"], {})[d["condition"]] = (d["ci_low"], d["ci_high"])
             summary.figures["bitrate_vs_quality"] = plots.bitrate_quality_figure(
-                rows, names[0], label=plots.backend_label(session.backend))
+                rows, names[0], label=plots.backend_label(session.backend), intervals=intervals)
         return summary
 
     def usable_embeddings(self, backend: Backend) -> list[str]:
