@@ -174,17 +174,11 @@ class PeriodicIntervalStudy(MaskingStudy):
         outcome.metrics["expected_density"] = 1.0 - 1.0 / p
         return outcome
 
-    def analyze(self, outcomes: list[Outcome], session: Session) -> Summary:
+    def _tables(self, outcomes: list[Outcome], session: Session, tokens: dict, ms: dict) -> dict:
+        """The standard tables with each row's interval in tokens and ms: conditions sorted
+        by interval, then the control runs (the codec control has no interval)."""
         backend = session.backend
-        label = plots.backend_label(backend)
-        first = session.clips[0].identity["sha256"]
-        every = outcomes
-        outcomes = [o for o in every if not o.trial.condition.control]   # controls: tables only
-        tokens = {p: self._tokens(p, first) for p in
-                  (o.trial.condition.params["interval"] for o in every
-                   if "interval" in o.trial.condition.params)}
-        ms = {p: interval_ms(n, backend.hop_length, backend.sample_rate) for p, n in tokens.items()}
-        tables = standard_tables(every, STANDARD_METRICS)
+        tables = standard_tables(outcomes, STANDARD_METRICS)
 
         def interval_columns(r):
             if "interval" not in r:   # the codec control
@@ -196,8 +190,7 @@ class PeriodicIntervalStudy(MaskingStudy):
 
         rows = [interval_columns(r) for r in tables["summary"] if not r["control"]]
         rows.sort(key=lambda r: r["interval_tokens"])
-        controls = [interval_columns(r) for r in tables["summary"] if r["control"]]
-        tables["summary"] = rows + controls
+        tables["summary"] = rows + [interval_columns(r) for r in tables["summary"] if r["control"]]
         if "summary_by_clip" in tables:   # beat intervals: each clip's own tokens and ms
             sha = {c.name: c.identity["sha256"] for c in session.clips}
             by_clip = []
@@ -211,6 +204,22 @@ class PeriodicIntervalStudy(MaskingStudy):
                                                                  backend.sample_rate), 1),
                                 **{k: v for k, v in r.items() if k not in ("clip", "interval")}})
             tables["summary_by_clip"] = by_clip
+        return tables
+
+    def analyze(self, outcomes: list[Outcome], session: Session) -> Summary:
+        backend = session.backend
+        label = plots.backend_label(backend)
+        first = session.clips[0].identity["sha256"]
+        every = outcomes
+        outcomes = [o for o in every if not o.trial.condition.control]   # controls: tables only
+        tokens = {p: self._tokens(p, first) for p in
+                  (o.trial.condition.params["interval"] for o in every
+                   if "interval" in o.trial.condition.params)}
+        ms = {p: interval_ms(n, backend.hop_length, backend.sample_rate) for p, n in tokens.items()}
+        tables = self._tables(every, session, tokens, ms)
+        rows = [r for r in tables["summary"] if not r["control"]]
+        if not rows:   # every condition failed; only controls finished
+            return self.add_evidence(Summary(tables=tables), every, session)
         x = [r["interval_tokens"] for r in rows]
         y = [r["tokens_changed_pct_mean"] for r in rows]
         err = [r["tokens_changed_pct_ci95"] or 0.0 for r in rows] if rows[0]["n"] > 1 else None

@@ -124,6 +124,9 @@ def test_controls_are_tagged_child_runs_with_the_right_densities(study_run):
     assert kinds.count("codec") == 1                           # one per clip
     assert kinds.count("noise") == len(INTERVALS) * len(SEEDS)
     assert {c.info.status for c in children} == {"FINISHED"}
+    for c in children:
+        assert c.data.tags["vampstudy.role"] == ("control" if "vampstudy.control" in c.data.tags
+                                                 else "condition")
     by_name = {o.trial.condition.name + f" {o.trial.seed}": o for o in result.outcomes}
     for p in INTERVALS:
         for seed in SEEDS:

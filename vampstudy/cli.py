@@ -464,7 +464,10 @@ def _report(tracker, result) -> None:
         if names:
             click.echo(names)
     extra = f", {result.skipped} reused from the resumed run" if result.resumed else ""
-    click.echo(f"\n{len(result.outcomes)} conditions finished, {len(result.failed)} failed{extra} "
+    n_controls = sum(1 for o in result.outcomes if o.trial.condition.control)
+    controls = f" (+ {n_controls} control runs)" if n_controls else ""
+    click.echo(f"\n{len(result.outcomes) - n_controls} conditions finished{controls}, "
+               f"{len(result.failed)} failed{extra} "
                f"in {result.seconds:.1f} s. Parent run: {result.parent_run_id}")
     uri_opt = "" if tracker.uri == _default_uri() else f" --tracking-uri '{tracker.uri}'"
     from .views import view_key
@@ -694,6 +697,12 @@ def show(run_id, wide, tracking_uri):
         paired = tracker.load_table(info.run_id, "paired_comparisons")
         click.echo("\npaired comparisons of neighbouring conditions (b - a):")
         click.echo(format_table(paired, drop_empty=True))
+    except Exception:
+        pass
+    try:
+        versus = tracker.load_table(info.run_id, "noise_comparisons")
+        click.echo("\neach condition vs its noise control (b - a; > 0: the model beats random tokens):")
+        click.echo(format_table(versus, drop_empty=True))
     except Exception:
         pass
 

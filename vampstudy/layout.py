@@ -1,7 +1,7 @@
 """Tag names of vampstudy's run layout in the tracking store (no imports: shared by
 planning, recording and tracking)."""
 
-TAG_ROLE = "vampstudy.role"            # study | condition | check
+TAG_ROLE = "vampstudy.role"            # study | condition | control | check
 TAG_STUDY = "vampstudy.study"
 TAG_BACKEND = "vampstudy.backend"
 TAG_CONFIG = "vampstudy.config_hash"

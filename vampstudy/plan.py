@@ -99,7 +99,8 @@ def plan_study(study: Study, backend, clips: list[PreparedClip], seeds: list[int
                now: float | None = None) -> Plan:
     """The plan of ``study`` on ``clips`` × its conditions × ``seeds`` (pure), then its
     control runs (:meth:`Study.control_conditions`): per clip, a ``codec`` control with the
-    first seed and a ``noise`` control per condition × seed, tagged ``vampstudy.control``.
+    first seed and a ``noise`` control per condition × seed, child runs with role ``control``
+    and the tag ``vampstudy.control`` = their kind.
 
     Parameters
     ----------
@@ -132,8 +133,9 @@ def plan_study(study: Study, backend, clips: list[PreparedClip], seeds: list[int
     def add(condition, clip, seed):
         trial = Trial(condition, clip, seed)
         index = len(trials)
-        tags = {**base_tags, "vampstudy.role": "condition", TAG_TRIAL: trial.key,
-                TAG_CONDITION: condition.key, TAG_NOTE: note, TAG_ORDER: index}
+        tags = {**base_tags, TAG_ROLE: "control" if condition.control else "condition",
+                TAG_TRIAL: trial.key, TAG_CONDITION: condition.key, TAG_NOTE: note,
+                TAG_ORDER: index}
         if condition.control:
             tags[TAG_CONTROL] = condition.control
         params = {**study_params, **condition.params, "seed": seed, "clip": clip.name,

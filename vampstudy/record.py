@@ -1,7 +1,8 @@
 """Stage 3 of a study run, *record*: the run layout in the tracking store.
 
 One parent run per study invocation (tag ``vampstudy.role=study``) and one child run per
-trial (``vampstudy.role=condition``, ``mlflow.parentRunId`` = the parent), each with its
+trial (``vampstudy.role=condition``, or ``control`` for a control run, with
+``vampstudy.control`` = ``codec`` or ``noise``; ``mlflow.parentRunId`` = the parent), each with its
 params, metrics, artifacts and a status:
 
 * a child is created when its result arrives, filled in one batch and closed FINISHED,
