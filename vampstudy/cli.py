@@ -184,10 +184,11 @@ def _study_command(entry, invoked_name: str) -> click.Command:
         click.Option(["--visqol"], is_flag=True,
                      help="Also measure ViSQOL MOS-LQO of every output (slow; needs "
                           "visqol-python)."),
-        click.Option(["--controls/--no-controls"], default=True, show_default=True,
+        click.Option(["--controls/--no-controls"], default=None,
                      help="Masking studies: add control runs tagged vampstudy.control: `codec` "
                           "(encode → decode, one per clip) and `noise` (each condition's mask "
-                          "filled with random tokens, per clip and seed)."),
+                          "filled with random tokens, per clip and seed) [default: on, unless "
+                          "the study class sets controls = False]."),
         click.Option(["--embedding"], multiple=True, metavar="NAME",
                      help="Masking studies: frame embedding for FAD/KAD per condition "
                           "(repeatable): mel (default), codec, vggish, clap, or "
@@ -282,7 +283,7 @@ def _apply_config(ctx, cls, path, study_kwargs: dict, runner: dict) -> None:
             (study_kwargs if key in study_kwargs else runner)[key] = converted
 
 
-def _evidence_options(study, backend, controls: bool, embedding: tuple) -> None:
+def _evidence_options(study, backend, controls: bool | None, embedding: tuple) -> None:
     """Apply --controls/--no-controls and --embedding to a masking study (one line per
     embedding that cannot run here; the study runs with the others)."""
     from .embeddings import DEFAULT_EMBEDDINGS, resolve_embeddings
@@ -292,7 +293,8 @@ def _evidence_options(study, backend, controls: bool, embedding: tuple) -> None:
         if embedding:
             raise click.UsageError(f"--embedding applies to masking studies; {study.name} is not one")
         return
-    study.controls = controls
+    if controls is not None:   # not given: the study class's own default
+        study.controls = controls
     usable, notes = resolve_embeddings(embedding or DEFAULT_EMBEDDINGS, backend)
     for note in notes:
         click.echo(f"warning: {note}", err=True)
