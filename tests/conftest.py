@@ -85,3 +85,20 @@ def repository_store_untouched():
     yield
     added = sorted(_store_files() - before)
     assert not added, f"tests wrote into the repository's mlruns/: {added[:10]}"
+
+
+@pytest.fixture(scope="session")
+def listen_study(tmp_path_factory, backend):
+    """One finished tiny periodic study for the listening-test tests (1 s clip, intervals
+    3/7/20, seeds 0 and 1: two items, three conditions). Returns (tracker, parent run id, root).
+    Shared by tests/test_listen_*.py: each writes the parent's listening/* artifacts anew and
+    checks what it wrote itself."""
+    from studies.periodic import PeriodicIntervalStudy
+    from vampstudy.runner import run_study
+
+    root = tmp_path_factory.mktemp("listen")
+    clip = write_wav(root / "clip.wav", synthesize_demo(1.0, seed=3))
+    tracker = Tracker(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    result = run_study(PeriodicIntervalStudy(intervals=(3, 7, 20)), backend, tracker,
+                       audio=[str(clip)], seeds=[0, 1])
+    return tracker, result.parent_run_id, root

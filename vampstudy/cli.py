@@ -657,6 +657,48 @@ def ui(tracking_uri, host, port, experiment, workers):
     sys.exit(run_server(cmd, host, port, ready))
 
 
+# --------------------------------------------------------------- listen
+@main.command()
+@click.argument("run_id", required=False, default="latest")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; any other than loopback prints an access token.")
+@click.option("--design", default="mushra", show_default=True,
+              type=click.Choice(["mushra", "mushra-noref", "ab"]),
+              help="MUSHRA (BS.1534-3), MUSHRA without reference (BS.2132) or A/B preference.")
+@click.option("--state-dir", default=None, type=click.Path(file_okay=False),
+              help="Folder of the test (stimuli, journal). Default: beside the store.")
+@click.option("--analyse", "analyse_only", is_flag=True,
+              help="Record screening, statistics and metrics of the ratings so far; no server.")
+@tracking_option
+@_errors
+def listen(run_id, port, host, design, state_dir, analyse_only, tracking_uri):
+    """Serve a blinded listening test (MUSHRA) of a finished study and print its URL.
+
+    Ratings land on the study's runs: listening/* artifacts on the parent,
+    listen_mean/listen_ci95/listen_n on each condition's runs. Ctrl-C stops.
+
+    \b
+    Example:
+        vampstudy listen                  # latest study, http://127.0.0.1:8765/
+        vampstudy listen 3f2a9c... --design mushra-noref
+    """
+    from .listen.server import listen as listen_test
+    from .tracking import Tracker
+
+    tracker = Tracker(tracking_uri)
+    parent = tracker.resolve_study_run(run_id).info.run_id
+
+    def ready(url):
+        click.echo(f"listening test ({design}) of run {parent}\n  open {url}\n"
+                   "  (give each rater their own Rater ID; Ctrl-C to stop)")
+        sys.stdout.flush()
+
+    listen_test(tracker, parent, design, host, port, state_dir, analyse_only, ready)
+    if analyse_only:
+        click.echo(f"analysis recorded on run {parent} (listening/summary.json)")
+
+
 # ----------------------------------------------------------------- show
 @main.command()
 @click.argument("run_id", required=False, default="latest")
@@ -695,6 +737,7 @@ def show(run_id, wide, tracking_uri):
         raise click.ClickException(f"run {info.run_id} has no summary table "
                                    f"(status {info.status})") from exc
     click.echo(format_table(rows if wide else compact_columns(rows), drop_empty=True))
+    _show_listening(tracker, info.run_id)
     try:
         paired = tracker.load_table(info.run_id, "paired_comparisons")
         click.echo("\npaired comparisons of neighbouring conditions (b - a):")
@@ -707,6 +750,21 @@ def show(run_id, wide, tracking_uri):
         click.echo(format_table(versus, drop_empty=True))
     except Exception:
         pass
+
+
+
+def _show_listening(tracker, run_id: str) -> None:
+    """The listening-test table of a study run, when one was analysed."""
+    from .listen.results import load_summary, summary_rows, test_lines
+    from .report import format_table
+
+    summary = load_summary(tracker, run_id)
+    if summary:
+        click.echo(f"\nlistening test ({summary['design']}, {summary['n_raters_after']} of "
+                   f"{summary['n_raters_before']} raters after screening), score 0-100:")
+        click.echo(format_table(summary_rows(summary)))
+        for line in test_lines(summary):
+            click.echo(line)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,7 +32,7 @@ from .summary import STANDARD_METRICS
 
 #: Metrics shown as columns, in this order, when a study logs them.
 KEY_METRICS = ("tokens_changed_pct", "mask_density", "masked_changed_pct", "mel_distance",
-               "chroma_similarity", "visqol_moslqo")
+               "chroma_similarity", "visqol_moslqo", "listen_mean")
 #: At most this many metric columns (custom metrics after the key ones).
 MAX_METRIC_COLUMNS = 10
 SECTION_ID = "vampstudy-key-charts"
@@ -215,6 +215,14 @@ def comparison_view(study, outcomes, metrics: Sequence[str] | None = None,
     if config_hash:
         state["searchFilter"] = f"tags.`vampstudy.config_hash` = '{config_hash}'"
     return state
+
+
+def with_columns(state: dict, metrics: Sequence[str]) -> dict:
+    """A copy of a view state showing the metric columns ``metrics`` too (e.g. ``listen_mean``
+    and ``listen_ci95`` after a listening test), each once, after the columns it had."""
+    columns = list(state.get("selectedColumns", []))
+    columns += [column("metrics", m) for m in metrics if column("metrics", m) not in columns]
+    return {**state, "selectedColumns": columns}
 
 
 def save_comparison_view(tracker, experiment_id: str, parent_run_id: str, study,
