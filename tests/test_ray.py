@@ -18,6 +18,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'vamp
 from click.testing import CliRunner  # noqa: E402
 
 from servers import start_mlflow_server  # noqa: E402
+from studies.anchored_periodic import AnchoredPeriodicStudy  # noqa: E402
 from vampstudy.audio import synthesize_demo  # noqa: E402
 from vampstudy.backends import load_backend  # noqa: E402
 from vampstudy.cli import main  # noqa: E402
@@ -237,6 +238,39 @@ def test_workers_record_their_own_runs_on_a_tracking_server(ray_session, clip, t
         assert "audio/output.wav" in tracker.list_artifacts(kids[0].info.run_id, "audio")
         assert tracker.get_run(result.parent_run_id).info.status == "FINISHED"
         assert list((tmp_path / "artifacts").rglob("output.wav"))
+
+
+class AnchoredOrBad(AnchoredPeriodicStudy):
+    """anchored-periodic, whose mask for period 99 is (wrongly) float."""
+
+    name = "anchored-or-bad"
+    fidelity = False
+
+    def mask(self, trial, backend):
+        mask = super().mask(trial, backend)
+        return mask.float() if trial.condition.params["period"] == 99 else mask
+
+
+def test_a_study_s_own_mask_runs_on_the_workers(ray_session, tracker, clip):
+    """The mask hook runs on the Ray workers: the same masks and tokens as sequential, and a
+    bad mask fails only its trial, with the one-line MaskError."""
+    backend = load_backend("reference", device="cpu")
+    results = {}
+    for name, executor in (("sequential", "sequential"), ("ray", RayExecutor(workers=1))):
+        with pytest.raises(StudyFailed) as info:
+            run_study(AnchoredOrBad(periods=(4, 99)), backend, tracker, audio=[str(clip)],
+                      executor=executor, experiment=name)
+        results[name] = info.value
+    for failure in results.values():
+        assert list(failure.errors) == ["period=99"]
+        assert failure.errors["period=99"].startswith(
+            "MaskError: AnchoredOrBad.mask() of study 'anchored-or-bad' for trial 'period=99'")
+    (seq,), (par,) = results["sequential"].result.outcomes, results["ray"].result.outcomes
+    assert seq.trial.condition.params == par.trial.condition.params == {"period": 4}
+    for key in ("mask", "codes_out"):
+        assert (seq.arrays[key] == par.arrays[key]).all(), key
+    assert (seq.arrays["mask"][0, 0] == 0).all() and (seq.arrays["mask"][0, 3:] == 1).all()
+    assert seq.metrics == par.metrics
 
 
 def test_ray_options_are_refused_without_ray_executor(tmp_path, monkeypatch):

@@ -32,6 +32,10 @@ class ConfigError(VampstudyError, ValueError):
         self.option = option
 
 
+class MaskError(VampstudyError, ValueError):
+    """A study's mask is not a mask of its trial's codes (shape, dtype, device or values)."""
+
+
 class BackendUnavailable(VampstudyError):
     """A backend was requested whose dependencies are not installed."""
 

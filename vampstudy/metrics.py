@@ -5,7 +5,10 @@ Definitions (all percentages are 0–100; masks use 1 = generate, 0 = keep):
 ``mask_density``
     Mean of the mask over the first ``upper_codebook_mask`` codebooks — the
     fraction of prompt-codebook positions the model must generate. For a
-    periodic prompt of interval P it is about ``1 - 1/P``.
+    periodic prompt of interval P it is about ``1 - 1/P``. A study passes the
+    condition's ``upper_codebook_mask`` option, else its class attribute
+    (:attr:`vampstudy.study.MaskingStudy.upper_codebook_mask`, 3) — also for a
+    mask built by the study's own ``mask`` hook.
 ``tokens_changed_pct``
     ``100 * mean(output != input)`` over every codebook and step (the
     notebook's measure of variation).

@@ -7,6 +7,7 @@ Lifecycle, driven by :func:`vampstudy.runner.run_study` (the only caller of hook
     study.prepare(session)              # once, clips loaded and encoded
     study.iterate()                     # once: the conditions (pure)
     study.generate(trial, backend)      # once per clip × condition × seed
+                                        #   (a MaskingStudy's: study.mask(trial, backend), then vamp)
     study.analyze(outcomes, session)    # once, over every finished outcome
 
 Hooks compute and return data; the runner logs it to MLflow (params,
@@ -34,6 +35,7 @@ import torch
 from .backends.base import MASK_OPTIONS, Backend
 from .fidelity import fidelity_metrics, visqol_moslqo
 from .embeddings import array_name, get_embedding, resolve_embeddings
+from .masks import check_mask
 from .metrics import prompt_bitrate_bps, token_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -311,20 +313,24 @@ class Study:
 
 
 class MaskingStudy(Study):
-    """A study whose conditions are settings of VampNet's mask and sampling options.
+    """A study whose conditions are masks (and sampling options) for VampNet.
 
-    :meth:`generate` builds the mask with ``backend.build_mask``, vamps with
-    ``backend.vamp``, decodes and computes the standard token metrics
-    (:func:`vampstudy.metrics.token_metrics`). Subclasses say which options a
-    condition sets (:meth:`mask_options`, :meth:`sampling_options`) and may add
-    measurements in :meth:`measure`. Keeping the model call apart from the
-    measurement lets a runner hand several trials to the model in one call.
-    Audio fidelity metrics (mel distance, chroma similarity, onset correlation,
-    tempo difference to the original; :mod:`vampstudy.fidelity`) are added
-    unless the class sets ``fidelity = False``.
+    :meth:`generate` takes the trial's mask from :meth:`mask` (by default
+    ``backend.build_mask`` with the condition's :meth:`mask_options`), checks
+    it, vamps with ``backend.vamp``, decodes and computes the standard token
+    metrics (:func:`vampstudy.metrics.token_metrics`). Subclasses say which
+    options a condition sets (:meth:`mask_options`, :meth:`sampling_options`)
+    or build any mask themselves (:meth:`mask`, with :mod:`vampstudy.masks`),
+    and may add measurements in :meth:`measure`. Keeping the model call apart
+    from the measurement lets a runner hand several trials to the model in one
+    call. Audio fidelity metrics (mel distance, chroma similarity, onset
+    correlation, tempo difference to the original; :mod:`vampstudy.fidelity`)
+    are added unless the class sets ``fidelity = False``.
     """
 
-    #: Prompt codebooks for ``mask_density`` when a condition does not set upper_codebook_mask.
+    #: The codebooks ``mask_density`` averages over (``0 .. upper_codebook_mask - 1``) when
+    #: the condition's mask options do not set ``upper_codebook_mask`` — also for a mask
+    #: of your own from :meth:`mask`, whose density is measured over these codebooks.
     upper_codebook_mask: int = 3
     #: Compute the audio fidelity metrics (:mod:`vampstudy.fidelity`) of every output.
     fidelity: bool = True
@@ -355,8 +361,8 @@ class MaskingStudy(Study):
     def resolve(self, trial: Trial) -> Condition:
         """The condition with clip-dependent values made concrete (e.g. ``beat`` → 29 tokens).
 
-        Called by :meth:`generate` before :meth:`mask_options` and
-        :meth:`sampling_options`. Default: the condition unchanged.
+        Called by the default :meth:`mask` before :meth:`mask_options`, and by
+        :meth:`generate` before :meth:`sampling_options`. Default: the condition unchanged.
         """
         return trial.condition
 
@@ -364,18 +370,54 @@ class MaskingStudy(Study):
         """``build_mask`` keywords for this condition. Default: condition params that are mask options."""
         return {k: v for k, v in condition.params.items() if k in MASK_OPTIONS}
 
+    def mask(self, trial: Trial, backend: Backend) -> torch.Tensor:
+        """The mask of one trial: 1 = generate, 0 = keep, shaped like ``trial.clip.codes``.
+
+        When: in the model stage of every trial, after the runner seeded torch,
+        numpy and random with ``trial.seed`` and before ``backend.vamp``; on
+        whichever executor runs the trial (a subclass that overrides
+        :meth:`generate` calls it itself, if at all). Other code may call it too (a
+        control that needs the positions a condition generates), so it must
+        only compute: no files, no logging, no state beyond the RNG it draws from.
+
+        Parameters
+        ----------
+        trial : Trial
+            The condition (``trial.condition``; call :meth:`resolve` for its
+            clip-dependent values), the prepared clip (``trial.clip.codes``,
+            ``trial.clip.signal``) and the seed.
+        backend : Backend
+            The loaded backend (timing: ``s2t``, ``n_codebooks``, ``device``).
+
+        Returns
+        -------
+        torch.LongTensor
+            Of ``trial.clip.codes``' shape, dtype (``torch.long``) and device,
+            holding only 0 and 1. Anything else fails the trial with a
+            :class:`~vampstudy.errors.MaskError` before the model is called.
+            ``mask_density`` is measured over the first
+            :attr:`upper_codebook_mask` codebooks.
+
+        Default: ``backend.build_mask(codes, signal, **self.mask_options(condition))``
+        on the resolved condition.
+
+        Examples
+        --------
+        Keep codebook 0 everywhere and every P-th step of codebooks 1–2 (the
+        functions of :mod:`vampstudy.masks` each return such a tensor)::
+
+            def mask(self, trial, backend):
+                codes, period = trial.clip.codes, trial.condition.params["period"]
+                steps = keep_both(keep_periodic(codes, period), keep_codebooks(codes, 1, 3))
+                return keep_either(keep_codebooks(codes, 0, 1), steps)
+        """
+        condition = self.resolve(trial)
+        return backend.build_mask(trial.clip.codes, trial.clip.signal,
+                                  **self.mask_options(condition))
+
     def sampling_options(self, condition: Condition) -> dict:
         """``vamp`` keywords for this condition (``seed`` is added by :meth:`generate`)."""
         return {}
-
-    def mask(self, trial: Trial, backend: Backend) -> torch.Tensor:
-        """The mask of a trial (1 = generate, 0 = keep), shaped like the clip's codes.
-
-        Default: ``backend.build_mask(codes, signal, **self.mask_options(self.resolve(trial)))``.
-        The ``noise`` control of a condition calls it too, so it gets the same mask.
-        """
-        return backend.build_mask(trial.clip.codes, trial.clip.signal,
-                                  **self.mask_options(self.resolve(trial)))
 
     def _upper(self, trial: Trial) -> int:
         options = self.mask_options(self.resolve(trial))
@@ -406,9 +448,11 @@ class MaskingStudy(Study):
 
     def _mask_vamp_decode(self, trial: Trial, backend: Backend) -> "ModelOutput":
         codes = trial.clip.codes
+        mask = check_mask(self.mask(trial, backend), codes,
+                          f"{type(self).__name__}.mask() of study {self.name!r} for trial "
+                          f"{trial.condition.name!r} (clip {trial.clip.name!r}, seed {trial.seed})")
         condition = self.resolve(trial)
         upper = self._upper(trial)
-        mask = self.mask(trial, backend)
         codes_out = backend.vamp(codes, mask, seed=trial.seed,
                                  **self.sampling_options(condition))
         signal = backend.decode(codes_out)
@@ -427,7 +471,10 @@ class MaskingStudy(Study):
             mask = torch.zeros_like(codes)
             return ModelOutput(mask, codes, backend.decode(codes), self.upper_codebook_mask)
         base = Trial(trial.condition.base, trial.clip, trial.seed)
-        mask = self.mask(base, backend)
+        mask = check_mask(self.mask(base, backend), codes,
+                          f"{type(self).__name__}.mask() of study {self.name!r} for the noise "
+                          f"control of {base.condition.name!r} (clip {trial.clip.name!r}, "
+                          f"seed {trial.seed})")
         gen = torch.Generator().manual_seed(int(trial.seed))
         noise = torch.randint(0, int(backend.codebook_size), tuple(codes.shape), generator=gen)
         codes_out = torch.where(mask.cpu().bool(), noise, codes.cpu()).to(codes.device)
