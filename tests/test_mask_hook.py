@@ -52,8 +52,9 @@ def anchored_by_hand(n_codebooks: int, n_steps: int, period: int) -> torch.Tenso
 
 
 def children(tracker, parent_id):
+    """The condition runs of a study (its control runs, role ``control``, aside)."""
     exp = tracker.get_run(parent_id).info.experiment_id
-    return tracker.find_runs(exp, {TAG_PARENT: parent_id})
+    return tracker.find_runs(exp, {TAG_PARENT: parent_id, TAG_ROLE: "condition"})
 
 
 # ------------------------------------------------------------- the example
