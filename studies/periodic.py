@@ -174,30 +174,52 @@ class PeriodicIntervalStudy(MaskingStudy):
         outcome.metrics["expected_density"] = 1.0 - 1.0 / p
         return outcome
 
-    def analyze(self, outcomes: list[Outcome], session: Session) -> Summary:
+    def _tables(self, outcomes: list[Outcome], session: Session, tokens: dict, ms: dict) -> dict:
+        """The standard tables with each row's interval in tokens and ms: conditions sorted
+        by interval, then the control runs (the codec control has no interval)."""
         backend = session.backend
-        label = plots.backend_label(backend)
-        first = session.clips[0].identity["sha256"]
-        tokens = {p: self._tokens(p, first) for p in
-                  (o.trial.condition.params["interval"] for o in outcomes)}
-        ms = {p: interval_ms(n, backend.hop_length, backend.sample_rate) for p, n in tokens.items()}
         tables = standard_tables(outcomes, STANDARD_METRICS)
-        rows = [{"interval": r["interval"], "interval_tokens": tokens[r["interval"]],
-                 "interval_ms": round(ms[r["interval"]], 1),
-                 "expected_density": round(1 - 1 / tokens[r["interval"]], 4), **r}
-                for r in tables["summary"]]
+
+        def interval_columns(r):
+            if "interval" not in r:   # the codec control
+                return dict(r)
+            p = r["interval"]
+            return {"condition": r["condition"], "control": r["control"], "interval": p,
+                    "interval_tokens": tokens[p], "interval_ms": round(ms[p], 1),
+                    "expected_density": round(1 - 1 / tokens[p], 4), **r}
+
+        rows = [interval_columns(r) for r in tables["summary"] if not r["control"]]
         rows.sort(key=lambda r: r["interval_tokens"])
-        tables["summary"] = rows
+        tables["summary"] = rows + [interval_columns(r) for r in tables["summary"] if r["control"]]
         if "summary_by_clip" in tables:   # beat intervals: each clip's own tokens and ms
             sha = {c.name: c.identity["sha256"] for c in session.clips}
             by_clip = []
             for r in tables["summary_by_clip"]:
+                if "interval" not in r:
+                    by_clip.append(r)
+                    continue
                 n = self._tokens(r["interval"], sha[r["clip"]])
                 by_clip.append({"clip": r["clip"], "interval": r["interval"], "interval_tokens": n,
                                 "interval_ms": round(interval_ms(n, backend.hop_length,
                                                                  backend.sample_rate), 1),
                                 **{k: v for k, v in r.items() if k not in ("clip", "interval")}})
             tables["summary_by_clip"] = by_clip
+        return tables
+
+    def analyze(self, outcomes: list[Outcome], session: Session) -> Summary:
+        backend = session.backend
+        label = plots.backend_label(backend)
+        first = session.clips[0].identity["sha256"]
+        every = outcomes
+        outcomes = [o for o in every if not o.trial.condition.control]   # controls: tables only
+        tokens = {p: self._tokens(p, first) for p in
+                  (o.trial.condition.params["interval"] for o in every
+                   if "interval" in o.trial.condition.params)}
+        ms = {p: interval_ms(n, backend.hop_length, backend.sample_rate) for p, n in tokens.items()}
+        tables = self._tables(every, session, tokens, ms)
+        rows = [r for r in tables["summary"] if not r["control"]]
+        if not rows:   # every condition failed; only controls finished
+            return self.add_evidence(Summary(tables=tables), every, session)
         x = [r["interval_tokens"] for r in rows]
         y = [r["tokens_changed_pct_mean"] for r in rows]
         err = [r["tokens_changed_pct_ci95"] or 0.0 for r in rows] if rows[0]["n"] > 1 else None
@@ -242,6 +264,7 @@ class PeriodicIntervalStudy(MaskingStudy):
         for line in text.splitlines():
             logger.info(line)
         metrics_out = {"spearman_interval_vs_changed": rho} if np.isfinite(rho) else {}
-        report = listening_report(outcomes, session, f"{self.name}: listening report")
-        return Summary(metrics=metrics_out, figures=figures, tables=tables,
-                       texts={"observations.txt": text, "report.html": report})
+        report = listening_report(every, session, f"{self.name}: listening report")
+        summary = Summary(metrics=metrics_out, figures=figures, tables=tables,
+                          texts={"observations.txt": text, "report.html": report})
+        return self.add_evidence(summary, every, session)

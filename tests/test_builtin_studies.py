@@ -25,7 +25,10 @@ def clip(backend, music_3s):
     return prepare_clips(backend, [str(music_3s)])
 
 
-def _run(study, backend, tracker, clip, first_only=False, seeds=(0,)):
+def _run(study, backend, tracker, clip, first_only=False, seeds=(0,), controls=False):
+    """Run ``study``; without control runs unless asked (each study's behaviour is in its
+    conditions; the shared check runs the controls of every masking study)."""
+    study.controls = controls
     if first_only:
         conditions = study.iterate()
         study.iterate = lambda: conditions[:1]
@@ -41,14 +44,20 @@ def test_shared_check(name, backend, tracker, clip):
     cls = registered()[name][0].cls
     study = cls()                                   # constructs from defaults
     assert study.iterate(), "iterate() returned no conditions"
-    result = _run(study, backend, tracker, clip, first_only=True)
+    result = _run(study, backend, tracker, clip, first_only=True, controls=True)
     parent = tracker.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert set(study.get_params()) <= set(parent.data.params)
     assert parent.data.params["backend"] == "reference"
     children = tracker.find_runs(result.experiment_id, {"mlflow.parentRunId": result.parent_run_id})
-    assert len(children) == 1 and children[0].info.status == "FINISHED"
-    child = children[0]
+    controls = sorted(c.data.tags.get("vampstudy.control", "") for c in children)
+    assert controls == ["", "codec", "noise"], "a masking study gets a codec and a noise control"
+    assert {c.info.status for c in children} == {"FINISHED"}
+    for c in children:   # (the codec control generates nothing: no masked_changed_pct)
+        assert {"mask_density", "tokens_changed_pct", "prompt_bitrate_bps",
+                "mel_distance"} <= set(c.data.metrics)
+    assert {"fad_mel", "kad_mel"} <= set(tracker.load_table(result.parent_run_id, "summary")[0])
+    child = next(c for c in children if "vampstudy.control" not in c.data.tags)
     assert STANDARD_METRICS <= set(child.data.metrics)
     assert {"output_peak", "clipped_pct", "loudness_delta_db"} <= set(child.data.metrics)
     assert {"seed", "backend", "clip"} <= set(child.data.params)
@@ -56,6 +65,7 @@ def test_shared_check(name, backend, tracker, clip):
     paths = {f.path for f in tracker.client.list_artifacts(child.info.run_id)}
     assert {"audio", "figures", "arrays.npz"} <= paths
     assert "summary.json" in {f.path for f in tracker.client.list_artifacts(result.parent_run_id)}
+    assert not result.outcomes[0].trial.condition.control
     assert result.outcomes[0].metrics["kept_changed_pct"] in (0.0,) or math.isnan(
         result.outcomes[0].metrics["kept_changed_pct"])
 

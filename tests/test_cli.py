@@ -53,7 +53,7 @@ def test_run_periodic_on_a_file_logs_to_mlruns(cli, tmp_path, music_3s):
     children = tracker.find_runs(exp, {"vampstudy.role": "condition"}, ("FINISHED",))
     assert sorted(int(c.data.params["interval"]) for c in children) == [2, 7, 30]
     shown = cli("show")
-    assert shown.exit_code == 0 and re.search(r"^\s+30\s", shown.output, re.M)
+    assert shown.exit_code == 0 and re.search(r"^interval=30\s+\S*\s+30\s", shown.output, re.M)
 
 
 def test_list_shows_periodic(cli):

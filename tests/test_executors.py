@@ -59,7 +59,7 @@ def test_pipelined_records_the_same_as_sequential(backend, clip, tmp_path):
         assert parent.data.params["executor"] == name
     seq, pipe = layouts["sequential"], layouts["pipelined"]
     assert [row[0] for row in pipe] == [row[0] for row in seq]
-    assert len(seq) == 6
+    assert len(seq) == 6 + 1 + 6          # conditions, the codec control, the noise controls
     for a, b in zip(seq, pipe):
         assert a == b
 
@@ -113,6 +113,7 @@ def test_a_failing_sink_stops_the_pipeline(backend, clip):
 
 def test_plan_is_pure_and_marks_the_resume_set(backend, clip):
     study = PeriodicIntervalStudy(intervals=(2, 7))
+    study.controls = False   # (the plan's controls: tests/test_evidence.py)
     a = plan_study(study, backend, clip, [0, 1], now=0)
     b = plan_study(study, backend, clip, [0, 1], now=0)
     assert [t.key for t in a.trials] == [t.key for t in b.trials]

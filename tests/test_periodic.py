@@ -37,13 +37,15 @@ def _artifacts(tracker, run_id):
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, music_3s):
-    """The notebook's full sweep on a 3 s clip with the reference backend."""
+    """The notebook's full sweep on a 3 s clip with the reference backend, without the
+    control runs (``--no-controls``: the notebook's layout; controls: tests/test_evidence.py)."""
     from vampstudy.backends.reference import ReferenceBackend
 
     tmp = tmp_path_factory.mktemp("sweep")
     tracker = Tracker(f"sqlite:///{tmp / 'mlflow.db'}")
-    result = run_study(PeriodicIntervalStudy(), ReferenceBackend(device="cpu"), tracker,
-                       audio=[str(music_3s)])
+    study = PeriodicIntervalStudy()
+    study.controls = False
+    result = run_study(study, ReferenceBackend(device="cpu"), tracker, audio=[str(music_3s)])
     return tracker, result
 
 
@@ -160,8 +162,11 @@ def test_sigkill_then_resume_gives_one_finished_child_per_interval(tmp_path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = tracker.find_runs(exp, {"mlflow.parentRunId": parents[0].info.run_id})
     finished = [c for c in children if c.info.status == "FINISHED"]
-    intervals = sorted(int(c.data.params["interval"]) for c in finished)
+    intervals = sorted(int(c.data.params["interval"]) for c in finished
+                       if "vampstudy.control" not in c.data.tags)
     assert intervals == list(NOTEBOOK_INTERVALS)
+    controls = sorted(c.info.run_name for c in finished if "vampstudy.control" in c.data.tags)
+    assert controls == sorted(["codec"] + [f"noise interval={p}" for p in NOTEBOOK_INTERVALS])
     assert "reused from the resumed run" in done.stdout
     assert tracker.load_table(parents[0].info.run_id, "summary")
 

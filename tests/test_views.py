@@ -72,7 +72,7 @@ def test_saved_view_is_the_experiment_tag_mlflow_reads(tracker, backend, music_3
     assert tracker.load_view(result.experiment_id, key) == state
     # the filter selects exactly this study's runs, parent included (MLflow hides orphans)
     runs = tracker.client.search_runs([result.experiment_id], state["searchFilter"])
-    assert len(runs) == 1 + 3
+    assert len(runs) == 1 + 3 + 1 + 3     # parent, conditions, codec control, noise controls
     url = tracker.ui_url(result.experiment_id, view_key=key)
     assert url.endswith(f"runs?workflowType=machine_learning&viewStateShareKey={key}")
     assert tracker.ui_url(result.experiment_id, view_key=key, charts=True).endswith(

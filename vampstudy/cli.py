@@ -23,7 +23,8 @@ from .errors import ConfigError, VampstudyError
 
 logger = logging.getLogger("vampstudy")
 
-RUNNER_CONFIG_KEYS = ("audio", "seed", "seeds", "backend", "device", "experiment")
+RUNNER_CONFIG_KEYS = ("audio", "seed", "seeds", "backend", "device", "experiment", "controls",
+                      "embedding")
 
 
 def _setup_logging(verbose: int) -> None:
@@ -192,6 +193,15 @@ def _study_command(entry, invoked_name: str) -> click.Command:
         click.Option(["--visqol"], is_flag=True,
                      help="Also measure ViSQOL MOS-LQO of every output (slow; needs "
                           "visqol-python)."),
+        click.Option(["--controls/--no-controls"], default=None,
+                     help="Masking studies: add control runs tagged vampstudy.control: `codec` "
+                          "(encode → decode, one per clip) and `noise` (each condition's mask "
+                          "filled with random tokens, per clip and seed) [default: on, unless "
+                          "the study class sets controls = False]."),
+        click.Option(["--embedding"], multiple=True, metavar="NAME",
+                     help="Masking studies: frame embedding for FAD/KAD per condition "
+                          "(repeatable): mel (default), codec, vggish, clap, or "
+                          "package.module:function."),
         click.Option(["--check"], is_flag=True,
                      help="Run `vampstudy check` on the backend first; stop if a check FAILs."),
         click.Option(["--executor"], type=click.Choice(["pipelined", "sequential", "ray"]),
@@ -314,9 +324,36 @@ def _apply_config(ctx, cls, path, study_kwargs: dict, runner: dict) -> None:
             (study_kwargs if key in study_kwargs else runner)[key] = converted
 
 
+def _evidence_options(study, backend, controls: bool | None, embedding: tuple) -> None:
+    """Apply --controls/--no-controls and --embedding to a masking study (one line per
+    embedding that cannot run here; the study runs with the others)."""
+    from .embeddings import DEFAULT_EMBEDDINGS, resolve_embeddings
+    from .study import MaskingStudy
+
+    if not isinstance(study, MaskingStudy):
+        if embedding:
+            raise click.UsageError(f"--embedding applies to masking studies; {study.name} is not one")
+        return
+    if controls is not None:   # not given: the study class's own default
+        study.controls = controls
+    usable, notes = resolve_embeddings(embedding or DEFAULT_EMBEDDINGS, backend)
+    for note in notes:
+        click.echo(f"warning: {note}", err=True)
+    study.embeddings = tuple(usable)
+
+
+def _evidence_config(study) -> dict:
+    """--controls and --embedding as config.yaml keys (masking studies only)."""
+    from .study import MaskingStudy
+
+    if not isinstance(study, MaskingStudy):
+        return {}
+    return {"controls": bool(study.controls), "embedding": list(study.embeddings)}
+
+
 def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats, experiment,
          resume, config, check, visqol, max_seconds, dry_run, executor, tracking_patience,
-         **rest):
+         controls, embedding, **rest):
     from .runner import StudyFailed, StudyInterrupted, TrackingLost, run_study
     from .study import Study
     from .tracking import Tracker
@@ -325,11 +362,12 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
     executor_opts = {k: rest.pop(k) for k in EXECUTOR_OPTIONS if k in rest}
     study_kwargs = rest
     runner = {"audio": audio, "seed": seed, "seeds": seeds, "backend": backend, "device": device,
-              "experiment": experiment}
+              "experiment": experiment, "controls": controls, "embedding": embedding}
     if config:
         _apply_config(ctx, cls, config, study_kwargs, runner)
     audio, seed, seeds = runner["audio"], runner["seed"], runner["seeds"]
     backend, device, experiment = runner["backend"], runner["device"], runner["experiment"]
+    controls, embedding = runner["controls"], tuple(runner["embedding"] or ())
     if experiment is not None:  # (also from --config)
         _experiment_name(ctx, None, experiment)
     if seeds and repeats:
@@ -348,6 +386,7 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
                                        "pip install visqol-python")
         study.visqol = True
     b = make_backend(backend, device, **ckpts)
+    _evidence_options(study, b, controls, embedding)
     # everything that can be checked before a run exists: the study's values, then the inputs
     study.validate(b)
     inputs = _check_inputs(audio, max_seconds)
@@ -382,7 +421,8 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
                                              {"device": device, **{k: v for k, v in ckpts.items() if v}}),
                                resolved_config={**study.get_params(), "backend": b.name,
                                                 "device": device,
-                                                "audio": list(audio), "seeds": seed_list})
+                                                "audio": list(audio), "seeds": seed_list,
+                                                **_evidence_config(study)})
             failure = None
         except StudyFailed as exc:
             result, failure = exc.result, exc
@@ -445,16 +485,23 @@ def _check_inputs(audio, max_seconds):
 def _print_plan(study, inputs, seeds, experiment) -> None:
     """--dry-run: the conditions, the clips and the number of runs; nothing is logged."""
     conditions = study.iterate()
+    controls = study.control_conditions(conditions)
     click.echo(f"study {study.name} → experiment {experiment!r}: {len(conditions)} conditions")
     for c in conditions:
         click.echo(f"  {c.name}")
+    if controls:
+        click.echo(f"controls ({len(controls)}; --no-controls to leave them out):")
+        for c in controls:
+            click.echo(f"  {c.name}")
     click.echo(f"clips ({len(inputs)}):")
     for info in inputs:
         click.echo(f"  {info.path}  {info.duration_s:.2f} s, {info.sample_rate} Hz, "
                    f"{info.channels} ch")
     total = len(inputs) * len(conditions) * len(seeds)
+    n_controls = len(inputs) * sum(1 if c.control == "codec" else len(seeds) for c in controls)
+    more = f" + {n_controls} control runs" if n_controls else ""
     click.echo(f"{len(inputs)} clips × {len(conditions)} conditions × {len(seeds)} seeds "
-               f"= {total} runs (plus one parent run). Dry run: nothing was run or logged.")
+               f"= {total} runs{more} (plus one parent run). Dry run: nothing was run or logged.")
 
 
 def _report(tracker, result) -> None:
@@ -472,7 +519,10 @@ def _report(tracker, result) -> None:
         if names:
             click.echo(names)
     extra = f", {result.skipped} reused from the resumed run" if result.resumed else ""
-    click.echo(f"\n{len(result.outcomes)} conditions finished, {len(result.failed)} failed{extra} "
+    n_controls = sum(1 for o in result.outcomes if o.trial.condition.control)
+    controls = f" (+ {n_controls} control runs)" if n_controls else ""
+    click.echo(f"\n{len(result.outcomes) - n_controls} conditions finished{controls}, "
+               f"{len(result.failed)} failed{extra} "
                f"in {result.seconds:.1f} s. Parent run: {result.parent_run_id}")
     uri_opt = "" if tracker.uri == _default_uri() else f" --tracking-uri '{tracker.uri}'"
     from .views import view_key
@@ -757,6 +807,12 @@ def show(run_id, wide, tracking_uri):
         paired = tracker.load_table(info.run_id, "paired_comparisons")
         click.echo("\npaired comparisons of neighbouring conditions (b - a):")
         click.echo(format_table(paired, drop_empty=True))
+    except Exception:
+        pass
+    try:
+        versus = tracker.load_table(info.run_id, "noise_comparisons")
+        click.echo("\neach condition vs its noise control (b - a; > 0: the model beats random tokens):")
+        click.echo(format_table(versus, drop_empty=True))
     except Exception:
         pass
 

@@ -1,7 +1,7 @@
 """Tag names of vampstudy's run layout in the tracking store (no imports: shared by
 planning, recording and tracking)."""
 
-TAG_ROLE = "vampstudy.role"            # study | condition | check
+TAG_ROLE = "vampstudy.role"            # study | condition | control | check
 TAG_STUDY = "vampstudy.study"
 TAG_BACKEND = "vampstudy.backend"
 TAG_CONFIG = "vampstudy.config_hash"
@@ -11,3 +11,4 @@ TAG_CHECK = "vampstudy.last_check"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_NOTE = "mlflow.note.content"
 TAG_ORDER = "vampstudy.trial_index"    # position of the trial in the plan (run order)
+TAG_CONTROL = "vampstudy.control"     # codec | noise on control runs (absent on conditions)

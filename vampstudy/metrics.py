@@ -26,6 +26,8 @@ Definitions (all percentages are 0–100; masks use 1 = generate, 0 = keep):
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -67,6 +69,22 @@ def changed_pct_where(codes_in: torch.Tensor, codes_out: torch.Tensor,
 def interval_ms(interval: float, hop_length: int, sample_rate: int) -> float:
     """Duration of ``interval`` token steps in milliseconds."""
     return interval * 1000.0 * hop_length / sample_rate
+
+
+def prompt_bitrate_bps(mask: torch.Tensor, sample_rate: int, hop_length: int,
+                       codebook_size: int) -> float:
+    """Bits per second of audio that the prompt (the kept tokens) carries.
+
+    Definition: ``kept / seconds × log2(codebook_size)``, where ``kept`` is the number of
+    positions with mask 0 (keep) over **all** codebooks and steps of one batch item, and
+    ``seconds = n_steps × hop_length / sample_rate`` the audio the mask spans. A mask of
+    all zeros gives the codec's full bitrate (``n_codebooks × sample_rate / hop_length ×
+    log2(codebook_size)``: 8040 bps for VampNet's codec); all ones gives 0.
+    """
+    item = mask[0] if mask.ndim == 3 else mask
+    kept = int((item == 0).sum())
+    seconds = item.shape[-1] * hop_length / sample_rate
+    return kept / seconds * math.log2(codebook_size)
 
 
 def token_metrics(codes_in: torch.Tensor, codes_out: torch.Tensor, mask: torch.Tensor,

@@ -21,7 +21,7 @@ from .errors import VampstudyError
 from .study import PreparedClip, Study, Trial
 
 from .layout import (TAG_BACKEND, TAG_CHECK, TAG_CONDITION, TAG_CONFIG,  # noqa: F401
-                     TAG_NOTE, TAG_ORDER, TAG_ROLE, TAG_STUDY, TAG_TRIAL)
+                     TAG_CONTROL, TAG_NOTE, TAG_ORDER, TAG_ROLE, TAG_STUDY, TAG_TRIAL)
 
 
 def backend_note(backend) -> str:
@@ -97,7 +97,10 @@ def run_name(trial: Trial, n_seeds: int, n_clips: int) -> str:
 def plan_study(study: Study, backend, clips: list[PreparedClip], seeds: list[int], *,
                conditions=None, experiment: str | None = None, check_status: str | None = None,
                now: float | None = None) -> Plan:
-    """The plan of ``study`` on ``clips`` × its conditions × ``seeds`` (pure).
+    """The plan of ``study`` on ``clips`` × its conditions × ``seeds`` (pure), then its
+    control runs (:meth:`Study.control_conditions`): per clip, a ``codec`` control with the
+    first seed and a ``noise`` control per condition × seed, child runs with role ``control``
+    and the tag ``vampstudy.control`` = their kind.
 
     Parameters
     ----------
@@ -125,18 +128,30 @@ def plan_study(study: Study, backend, clips: list[PreparedClip], seeds: list[int
         base_tags[TAG_CHECK] = check_status
     note = backend_note(backend)
     study_params = study.get_params()
-    trials = []
+    trials: list[PlannedTrial] = []
+
+    def add(condition, clip, seed):
+        trial = Trial(condition, clip, seed)
+        index = len(trials)
+        tags = {**base_tags, TAG_ROLE: "control" if condition.control else "condition",
+                TAG_TRIAL: trial.key, TAG_CONDITION: condition.key, TAG_NOTE: note,
+                TAG_ORDER: index}
+        if condition.control:
+            tags[TAG_CONTROL] = condition.control
+        params = {**study_params, **condition.params, "seed": seed, "clip": clip.name,
+                  "backend": backend.name}
+        trials.append(PlannedTrial(index, trial, run_name(trial, len(seeds), len(clips)),
+                                   tags, params))
+
     for clip in clips:
         for condition in conditions:
             for seed in seeds:
-                trial = Trial(condition, clip, seed)
-                index = len(trials)
-                tags = {**base_tags, "vampstudy.role": "condition", TAG_TRIAL: trial.key,
-                        TAG_CONDITION: condition.key, TAG_NOTE: note, TAG_ORDER: index}
-                params = {**study_params, **condition.params, "seed": seed, "clip": clip.name,
-                          "backend": backend.name}
-                trials.append(PlannedTrial(index, trial, run_name(trial, len(seeds), len(clips)),
-                                           tags, params))
+                add(condition, clip, seed)
+    controls = study.control_conditions(conditions)
+    for clip in clips:       # controls after every condition: the conditions' order is unchanged
+        for control in controls:
+            for seed in (seeds[:1] if control.control == "codec" else seeds):
+                add(control, clip, seed)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now if now is not None else time.time()))
     return Plan(study_name=study.name, experiment=experiment or study.name,
                 config_hash=config_hash, base_tags=base_tags,

@@ -276,3 +276,86 @@ def spectrogram_grid_figure(items: Sequence[tuple[str, object]], label: str) -> 
     fig.suptitle(f"Spectrograms — {label}", fontsize=10,
                  y=1 - 0.12 / fig.get_size_inches()[1], va="top")
     return fig
+
+
+def _bitrate_panel(ax, rows: Sequence[dict], metric: str, ylabel: str,
+                   intervals: dict | None = None) -> bool:
+    """One panel of :func:`bitrate_quality_figure`; False when no row has ``metric``.
+
+    ``intervals`` maps a row's label to its (low, high) interval; otherwise the row's
+    ``<metric>_ci95`` half-width is drawn either side.
+    """
+    intervals = intervals or {}
+
+    def err(r):
+        if r.get("condition") in intervals and None not in intervals[r["condition"]]:
+            low, high = intervals[r["condition"]]
+            return (max(r[metric] - low, 0.0), max(high - r[metric], 0.0))
+        half = r.get(f"{metric}_ci95") or 0.0
+        return (half, half)
+
+    def series(kind):
+        pts = [(r["prompt_bitrate_bps_mean"], r[metric], err(r),
+                r.get("condition", "")) for r in rows
+               if (r.get("control") or "") == kind and r.get(metric) is not None
+               and (r.get("prompt_bitrate_bps_mean") or 0) > 0]
+        return sorted(pts)
+
+    conditions, noise, codec = series(""), series("noise"), series("codec")
+    if not (conditions or noise or codec):
+        ax.set_axis_off()
+        return False
+    if conditions:
+        x, y, e, names = zip(*conditions)
+        ax.errorbar(x, y, yerr=np.array(e).T, marker="o", capsize=3, label="conditions (95% CI)")
+        for xi, yi, name in zip(x, y, names):
+            ax.annotate(name.split("=")[-1], (xi, yi), textcoords="offset points", xytext=(3, 4),
+                        fontsize=7)
+    if noise:
+        x, y, e, _ = zip(*noise)
+        ax.errorbar(x, y, yerr=np.array(e).T, marker="x", linestyle="--", color="tab:red", capsize=3,
+                    label="noise baseline (random tokens)")
+    for _, y, _, _ in codec[:1]:
+        ax.axhline(y, color="tab:green", linestyle=":", label="codec resynthesis (ceiling)")
+    ax.set_xscale("log")
+    xs = sorted({float(p[0]) for p in conditions + noise})
+    if xs:
+        ax.xaxis.set_major_locator(FixedLocator(xs))
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0f}")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ys = [p[1] for p in conditions + noise + codec[:1]]
+    if min(ys) > 0 and max(ys) / min(ys) > 30:   # the noise floor would flatten the rest
+        ax.set_yscale("log")
+        ylabel += " (log scale)"
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    return True
+
+
+def bitrate_quality_figure(rows: Sequence[dict], embedding: str, *, label: str,
+                           title: str = "Prompt bitrate vs quality",
+                           intervals: dict | None = None) -> Figure:
+    """The paper's figure: mel distance (top), FAD and KAD (bottom) against prompt bitrate.
+
+    ``rows`` are summary rows with ``control``, ``condition``, ``prompt_bitrate_bps_mean``,
+    ``mel_distance_mean`` (+ ``_ci95``), ``fad_<embedding>`` and ``kad_<embedding>``
+    (+ ``_ci95``). Conditions are points with 95 % intervals, the noise controls a dashed
+    curve, the codec control a horizontal line (its bitrate is the codec's own). Rows with
+    a bitrate of 0 (nothing kept) cannot sit on the log axis and are left out.
+    ``intervals``: ``{"fad": {label: (low, high)}, "kad": {...}}``, the bootstrap intervals
+    (asymmetric), drawn instead of the ``_ci95`` half-widths.
+    """
+    fig = Figure(figsize=(9, 7), layout="constrained")
+    grid = fig.add_gridspec(2, 2)
+    top = fig.add_subplot(grid[0, :])
+    rows = [{**r, "mel_distance": r.get("mel_distance_mean")} for r in rows]
+    _bitrate_panel(top, rows, "mel_distance", "mel distance (lower = closer)")
+    top.legend(fontsize=8, loc="best")
+    for col, metric in enumerate(("fad", "kad")):
+        ax = fig.add_subplot(grid[1, col], sharex=top)
+        name = f"{metric}_{embedding}"
+        if _bitrate_panel(ax, rows, name, f"{metric.upper()} ({embedding})",
+                          (intervals or {}).get(metric)):
+            ax.set_xlabel("prompt bitrate (bits/s, log scale)")
+    fig.suptitle(f"{title}\n{label}", fontsize=10)
+    return fig

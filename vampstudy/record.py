@@ -1,7 +1,8 @@
 """Stage 3 of a study run, *record*: the run layout in the tracking store.
 
 One parent run per study invocation (tag ``vampstudy.role=study``) and one child run per
-trial (``vampstudy.role=condition``, ``mlflow.parentRunId`` = the parent), each with its
+trial (``vampstudy.role=condition``, or ``control`` for a control run, with
+``vampstudy.control`` = ``codec`` or ``noise``; ``mlflow.parentRunId`` = the parent), each with its
 params, metrics, artifacts and a status:
 
 * a child is created when its result arrives, filled in one batch and closed FINISHED,
@@ -86,6 +87,7 @@ def record_contents(tracker, run_id: str, rec: Record | None, extra_params: dict
             files[f"figures/{name}.png"] = fig.png
     for path, text in rec.texts.items():
         files[path] = text.encode()
+    files.update(rec.files)
     tracker.log_run_batch(run_id, params={**(extra_params or {}), **rec.params},
                           metrics=rec.metrics, series=rec.series, tags=tags or {}, files=files,
                           tables=rec.tables, skip_existing_params=not new_run)

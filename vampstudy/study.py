@@ -34,8 +34,9 @@ import torch
 
 from .backends.base import MASK_OPTIONS, Backend
 from .fidelity import fidelity_metrics, visqol_moslqo
+from .embeddings import array_name, get_embedding, resolve_embeddings
 from .masks import check_mask
-from .metrics import token_metrics
+from .metrics import prompt_bitrate_bps, token_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from audiotools import AudioSignal
@@ -60,11 +61,15 @@ class Condition:
     """One setting of the varied parameters, e.g. ``Condition({"interval": 7})``.
 
     ``params`` are logged on the condition's run and identify it (the stable
-    :attr:`key`); ``label`` is a short display name.
+    :attr:`key`); ``label`` is a short display name. ``control`` is empty for a
+    study's own conditions and names the kind of a control (:data:`CONTROLS`);
+    ``base`` is the condition a ``noise`` control imitates.
     """
 
     params: dict
     label: str = ""
+    control: str = ""
+    base: "Condition | None" = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -73,6 +78,22 @@ class Condition:
     @property
     def name(self) -> str:
         return self.label or " ".join(f"{k}={v}" for k, v in self.params.items()) or "default"
+
+
+#: Kinds of control runs: ``codec`` (encode → decode: the fidelity ceiling, one per clip)
+#: and ``noise`` (a condition's generated positions filled with random tokens: its floor).
+CONTROLS = ("codec", "noise")
+
+
+def codec_control() -> Condition:
+    """The ``codec`` control: the clip's own codes decoded, nothing generated."""
+    return Condition({"control": "codec"}, label="codec", control="codec")
+
+
+def noise_control(base: Condition) -> Condition:
+    """The ``noise`` control of ``base``: its mask, random tokens where it generates."""
+    return Condition({"control": "noise", **base.params}, label=f"noise {base.name}",
+                     control="noise", base=base)
 
 
 @dataclass
@@ -135,6 +156,8 @@ class Record:
         name → list of row dicts, logged as an MLflow table and a CSV.
     texts : dict
         artifact path → text (e.g. ``report.html``, ``observations.txt``).
+    files : dict
+        artifact path → bytes (e.g. ``embeddings/mel.npz``).
     """
 
     params: dict = field(default_factory=dict)
@@ -145,6 +168,7 @@ class Record:
     figures: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)
     texts: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -238,6 +262,14 @@ class Study:
         """
         return [Condition({})]
 
+    def control_conditions(self, conditions: list[Condition]) -> list[Condition]:
+        """The control runs to add to ``conditions`` (pure). Default: none.
+
+        :class:`MaskingStudy` returns a ``codec`` control and one ``noise`` control per
+        condition when its ``controls`` switch is on (``--controls``, the default).
+        """
+        return []
+
     def generate(self, trial: Trial, backend: Backend) -> Outcome:
         """Run one trial and return its :class:`Outcome`. **Required.**
 
@@ -304,9 +336,27 @@ class MaskingStudy(Study):
     fidelity: bool = True
     #: Also compute ViSQOL's MOS-LQO (slow; optional package). Set by ``--visqol``.
     visqol: bool = False
+    #: Add the ``codec`` and ``noise`` control runs (:data:`CONTROLS`). ``--controls/--no-controls``.
+    controls: bool = True
+    #: Frame embeddings computed per output for FAD/KAD (:mod:`vampstudy.embeddings`). ``--embedding``.
+    embeddings: tuple = ("mel",)
 
     def run_options(self) -> dict:
-        return {"visqol": True} if self.visqol else {}
+        options = {"visqol": True} if self.visqol else {}
+        if self.controls and not self._generate_overridden():
+            options["controls"] = True
+        if tuple(self.embeddings) != ("mel",):
+            options["embeddings"] = list(self.embeddings)
+        return options
+
+    def control_conditions(self, conditions: list[Condition]) -> list[Condition]:
+        """A ``codec`` control and a ``noise`` control per condition, when ``controls`` is on.
+
+        None for a subclass that overrides :meth:`generate` (its mask is not known).
+        """
+        if not self.controls or self._generate_overridden():
+            return []
+        return [codec_control()] + [noise_control(c) for c in conditions if not c.control]
 
     def resolve(self, trial: Trial) -> Condition:
         """The condition with clip-dependent values made concrete (e.g. ``beat`` → 29 tokens).
@@ -369,6 +419,10 @@ class MaskingStudy(Study):
         """``vamp`` keywords for this condition (``seed`` is added by :meth:`generate`)."""
         return {}
 
+    def _upper(self, trial: Trial) -> int:
+        options = self.mask_options(self.resolve(trial))
+        return int(options.get("upper_codebook_mask", self.upper_codebook_mask))
+
     def measure(self, trial: Trial, outcome: Outcome, backend: Backend) -> Outcome:
         """Add study-specific params, metrics or figures to a trial's outcome.
 
@@ -386,6 +440,8 @@ class MaskingStudy(Study):
 
         A subclass that overrides :meth:`generate` keeps its own generate, run whole here.
         """
+        if trial.condition.control:
+            return self._control_stage(trial, backend)
         if self._generate_overridden():
             return self.generate(trial, backend)
         return self._mask_vamp_decode(trial, backend)
@@ -396,12 +452,33 @@ class MaskingStudy(Study):
                           f"{type(self).__name__}.mask() of study {self.name!r} for trial "
                           f"{trial.condition.name!r} (clip {trial.clip.name!r}, seed {trial.seed})")
         condition = self.resolve(trial)
-        upper = int(self.mask_options(condition).get("upper_codebook_mask",
-                                                      self.upper_codebook_mask))
+        upper = self._upper(trial)
         codes_out = backend.vamp(codes, mask, seed=trial.seed,
                                  **self.sampling_options(condition))
         signal = backend.decode(codes_out)
         return ModelOutput(mask=mask, codes_out=codes_out, signal=signal, upper=upper)
+
+    def _control_stage(self, trial: Trial, backend: Backend) -> "ModelOutput":
+        """A control's codes, decoded; no model call (see :func:`codec_control`, :func:`noise_control`).
+
+        ``noise``: the base condition's mask (built first, right after the runner seeded
+        every RNG with the trial's seed, exactly as the condition's own trial builds it),
+        its generated positions filled with tokens drawn uniformly from the codebook by a
+        generator seeded with the trial's seed.
+        """
+        codes = trial.clip.codes
+        if trial.condition.control == "codec":
+            mask = torch.zeros_like(codes)
+            return ModelOutput(mask, codes, backend.decode(codes), self.upper_codebook_mask)
+        base = Trial(trial.condition.base, trial.clip, trial.seed)
+        mask = check_mask(self.mask(base, backend), codes,
+                          f"{type(self).__name__}.mask() of study {self.name!r} for the noise "
+                          f"control of {base.condition.name!r} (clip {trial.clip.name!r}, "
+                          f"seed {trial.seed})")
+        gen = torch.Generator().manual_seed(int(trial.seed))
+        noise = torch.randint(0, int(backend.codebook_size), tuple(codes.shape), generator=gen)
+        codes_out = torch.where(mask.cpu().bool(), noise, codes.cpu()).to(codes.device)
+        return ModelOutput(mask, codes_out, backend.decode(codes_out), self._upper(base))
 
     def measure_stage(self, trial: Trial, staged, backend: Backend) -> Outcome:
         """Token and fidelity metrics, figures and :meth:`measure` (needs no model call)."""
@@ -411,6 +488,8 @@ class MaskingStudy(Study):
 
         codes, mask, codes_out, signal = trial.clip.codes, staged.mask, staged.codes_out, staged.signal
         metrics, series = token_metrics(codes, codes_out, mask, staged.upper)
+        metrics["prompt_bitrate_bps"] = prompt_bitrate_bps(mask, backend.sample_rate,
+                                                           backend.hop_length, backend.codebook_size)
         if self.fidelity:
             metrics.update(fidelity_metrics(trial.clip.signal, signal))
         if self.visqol:
@@ -425,7 +504,65 @@ class MaskingStudy(Study):
             figures={"mask": plots.mask_figure(mask, title, label),
                      "spectrogram": plots.spectrogram_figure(signal, trial.condition.name, label)},
         )
+        for name in self.usable_embeddings(backend):
+            outcome.arrays[array_name(name)] = get_embedding(name).frames(signal, backend)
+        control = trial.condition.control
+        if control:
+            outcome.params["control"] = control
+        if control == "noise":
+            outcome.params["noise_ratio"] = round(metrics["mask_density"], 6)
+            return self.measure(Trial(trial.condition.base, trial.clip, trial.seed), outcome, backend)
+        if control == "codec":
+            return outcome
         return self.measure(trial, outcome, backend)
+
+    def analyze(self, outcomes: list[Outcome], session: Session) -> Summary | None:
+        """The base class's tables and report, plus the evidence (:meth:`add_evidence`)."""
+        return self.add_evidence(super().analyze(outcomes, session), outcomes, session)
+
+    def add_evidence(self, summary: Summary, outcomes: list[Outcome], session: Session) -> Summary:
+        """Add FAD and KAD per row (condition or control) to ``summary``.
+
+        For each usable embedding: columns ``fad_<emb>``, ``kad_<emb>`` (+ ``_ci95``) in
+        the ``summary`` table (rows matched by their ``condition`` label), the
+        ``distribution`` table (values, intervals, n, warnings), ``embeddings/<emb>.npz``
+        (the originals' frames under ``reference``, each row's under its label, and
+        ``<label>:clip`` the clip index of every frame), the kernel bandwidths as params,
+        and the figure ``bitrate_vs_quality`` (first embedding).
+        """
+        from . import plots
+        from .evidence import distribution_evidence, merge_columns
+
+        names = self.usable_embeddings(session.backend)
+        if not names or not outcomes:
+            return summary
+        ev = distribution_evidence(outcomes, session.clips, session.backend, names)
+        rows = summary.tables.get("summary")
+        if rows:
+            summary.tables["summary"] = rows = merge_columns(rows, outcomes, ev.columns)
+        if ev.rows:
+            summary.tables["distribution"] = ev.rows
+        summary.files.update(ev.files)
+        summary.params.update(ev.params)
+        if rows and any(r.get("prompt_bitrate_bps_mean") for r in rows):
+            intervals: dict = {}
+            for d in ev.rows:
+                if d["embedding"] == names[0]:
+                    intervals.setdefault(d["metric"], {})[d["condition"]] = (d["ci_low"], d["ci_high"])
+            summary.figures["bitrate_vs_quality"] = plots.bitrate_quality_figure(
+                rows, names[0], label=plots.backend_label(session.backend), intervals=intervals)
+        return summary
+
+    def usable_embeddings(self, backend: Backend) -> list[str]:
+        """The names in :attr:`embeddings` usable here (once per process; the others are
+        reported once, in one line each, by :func:`vampstudy.embeddings.resolve_embeddings`)."""
+        cached = self.__dict__.get("_usable_embeddings")
+        if cached is None:
+            cached, notes = resolve_embeddings(self.embeddings, backend)
+            for note in notes:
+                logger.warning(note)
+            self.__dict__["_usable_embeddings"] = cached
+        return cached
 
     def generate(self, trial: Trial, backend: Backend) -> Outcome:
         """Both stages in one call: :meth:`model_stage` then :meth:`measure_stage`."""

@@ -15,7 +15,7 @@ import numpy as np
 
 #: The metrics every masking study summarises (token metrics, then audio fidelity).
 STANDARD_METRICS = ("mask_density", "tokens_changed_pct", "masked_changed_pct", "kept_changed_pct",
-                    "mel_distance", "chroma_similarity", "onset_correlation",
+                    "prompt_bitrate_bps", "mel_distance", "chroma_similarity", "onset_correlation",
                     "tempo_difference_bpm", "visqol_moslqo")
 
 
@@ -35,13 +35,17 @@ def mean_ci(values: Sequence[float]) -> dict:
 
 
 def condition_table(outcomes, metrics: Sequence[str]) -> list[dict]:
-    """One row per condition (in first-seen order): its params, n, and statistics per metric."""
+    """One row per condition and control run (in first-seen order): ``condition`` (its
+    label, e.g. ``interval=2``, ``noise interval=2``, ``codec``), ``control`` (empty,
+    ``codec`` or ``noise``), its params, n, and statistics per metric."""
     groups: dict[str, list] = {}
     for o in outcomes:
         groups.setdefault(o.trial.condition.key, []).append(o)
     rows = []
     for group in groups.values():
-        row = dict(group[0].trial.condition.params)
+        condition = group[0].trial.condition
+        row = {"condition": condition.name, "control": condition.control,
+               **{k: v for k, v in condition.params.items() if k != "control"}}
         row["n"] = len(group)
         for m in metrics:
             st = mean_ci([o.metrics.get(m, float("nan")) for o in group])
@@ -155,10 +159,11 @@ def paired_comparison(outcomes, key_a: str, key_b: str, metric: str, n_boot: int
 
 
 def neighbour_comparisons(outcomes, metric: str = "tokens_changed_pct") -> list[dict]:
-    """Paired comparisons of each condition with the next (in run order)."""
+    """Paired comparisons of each condition with the next (in run order); controls excluded."""
     order: dict[str, object] = {}
     for o in outcomes:
-        order.setdefault(o.trial.condition.key, o.trial.condition)
+        if not o.trial.condition.control:
+            order.setdefault(o.trial.condition.key, o.trial.condition)
     conditions = list(order.values())
     rows = []
     for a, b in zip(conditions, conditions[1:]):
@@ -170,9 +175,38 @@ def neighbour_comparisons(outcomes, metric: str = "tokens_changed_pct") -> list[
     return rows
 
 
+#: Metrics on which each condition is compared with its own noise control (lower is closer).
+NOISE_COMPARISON_METRICS = ("mel_distance",)
+
+
+def noise_comparisons(outcomes, metrics: Sequence[str] = NOISE_COMPARISON_METRICS) -> list[dict]:
+    """Each condition paired with its own ``noise`` control (same clip, seed and mask).
+
+    ``mean_diff`` is noise − condition: for a distance, a positive difference whose
+    interval excludes 0 (``differs``) says the model beats random tokens at that density.
+    """
+    noise = {o.trial.condition.base.key: o.trial.condition for o in outcomes
+             if o.trial.condition.control == "noise" and o.trial.condition.base is not None}
+    conditions: dict[str, object] = {}
+    for o in outcomes:
+        if not o.trial.condition.control and o.trial.condition.key in noise:
+            conditions.setdefault(o.trial.condition.key, o.trial.condition)
+    rows = []
+    for key, condition in conditions.items():
+        for metric in metrics:
+            result = paired_comparison(outcomes, key, noise[key].key, metric)
+            if result["n"] == 0:
+                continue
+            rows.append({"a": condition.name, "b": noise[key].name, "metric": metric,
+                         **{k: (round(v, 4) if isinstance(v, float) else v)
+                            for k, v in result.items()}})
+    return rows
+
+
 def standard_tables(outcomes, metrics) -> dict[str, list[dict]]:
     """The tables every study logs: pooled summary, per-clip summary (several clips),
-    and paired comparisons of neighbouring conditions (repeats or several clips)."""
+    paired comparisons of neighbouring conditions (repeats or several clips; controls
+    excluded) and of each condition with its own noise control (when controls ran)."""
     tables = {"summary": condition_table(outcomes, metrics)}
     clips = list(dict.fromkeys(o.trial.clip.name for o in outcomes))
     if len(clips) > 1:
@@ -184,4 +218,7 @@ def standard_tables(outcomes, metrics) -> dict[str, list[dict]]:
     paired = neighbour_comparisons(outcomes)
     if paired:
         tables["paired_comparisons"] = paired
+    versus_noise = noise_comparisons(outcomes)
+    if versus_noise:
+        tables["noise_comparisons"] = versus_noise
     return tables

@@ -251,7 +251,7 @@ class SweepStudy(MaskingStudy):
         metrics = list(dict.fromkeys(list(STANDARD_METRICS) + [
             m for o in outcomes for m in o.metrics if "_cb" not in m]))
         tables = standard_tables(outcomes, metrics)
-        rows = tables["summary"]
+        rows = [r for r in tables["summary"] if not r["control"]]   # controls: tables only
         figures = {}
         notes = averaging_notes(axes)
         for line in notes:
@@ -283,7 +283,8 @@ class SweepStudy(MaskingStudy):
         texts = {"report.html": report}
         if notes:
             texts["observations.txt"] = "\n".join(notes) + "\n"
-        return Summary(tables=tables, figures=figures, texts=texts)
+        return self.add_evidence(Summary(tables=tables, figures=figures, texts=texts), outcomes,
+                                 session)
 
     @staticmethod
     def _marginal(rows: list[dict], option: str, metric: str):

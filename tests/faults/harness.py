@@ -30,10 +30,11 @@ def one_line_error(result, *needles, code=1):
 
 def study_cmd(uri: str, audio: str, *extra: str, intervals=INTERVALS,
               experiment: str = "periodic") -> list[str]:
-    """``vampstudy run periodic`` on the reference backend as a command line."""
+    """``vampstudy run periodic`` on the reference backend as a command line (without the
+    control runs: the census counts conditions; controls resume like any trial)."""
     return [sys.executable, "-m", "vampstudy.cli", "run", "periodic", "--backend", "reference",
             "--intervals", ",".join(map(str, intervals)), "--tracking-uri", uri,
-            "--audio", audio, "--experiment", experiment, *extra]
+            "--audio", audio, "--experiment", experiment, "--no-controls", *extra]
 
 
 def wait_for_finished(uri: str, proc: subprocess.Popen, at_least: int, timeout: float = 300,

@@ -31,6 +31,7 @@ def _children(tracker, result_or_parent):
 
 
 class FailingAnalysis(PeriodicIntervalStudy):
+    controls = False   # counts below are of conditions (controls: tests/test_evidence.py)
     name = "failing-analysis"
     broken = True
 
@@ -96,6 +97,7 @@ STUDY_FILE = textwrap.dedent('''
     class Broken(PeriodicIntervalStudy):
         """Periodic study whose analysis fails."""
         name = "broken"
+        controls = False
 
         def analyze(self, outcomes, session):
             raise ValueError("the plot went wrong")

@@ -129,6 +129,19 @@ class Backend(abc.ABC):
     def vamp(self, codes: torch.Tensor, mask: torch.Tensor, **sampling_options) -> torch.Tensor:
         """Regenerate the masked positions; keywords as VampNet's (see :data:`SAMPLING_OPTIONS`)."""
 
+    # ------------------------------------------- optional: codec latents
+    def codec_latents(self, signal) -> torch.Tensor:
+        """The codec's continuous latents of ``signal``: ``(1, dim, n_steps)`` (optional).
+
+        What the ``codec`` embedding (:mod:`vampstudy.embeddings`) uses. A backend
+        without them leaves this default, which raises NotImplementedError.
+        """
+        raise NotImplementedError(f"backend {self.name!r} does not expose its codec's latents")
+
+    def has_codec_latents(self) -> bool:
+        """Whether :meth:`codec_latents` is implemented."""
+        return type(self).codec_latents is not Backend.codec_latents
+
     # ------------------------------------------------- optional: tracing
     def trace_sampling(self) -> AbstractContextManager[SamplingTrace]:
         """Record the sampler's unmasking schedule of every ``vamp`` call in a ``with`` block.

@@ -133,6 +133,10 @@ class ReferenceBackend(Backend):
         codes = self.codec.encode(sig.audio_data)
         return codes.to(self.device)
 
+    def codec_latents(self, signal: AudioSignal) -> torch.Tensor:
+        """The encoder's mel cepstra before quantisation, ``(1, 80, n_steps)``."""
+        return self.codec.cepstra(self.preprocess(signal).audio_data)
+
     def decode(self, codes: torch.Tensor) -> AudioSignal:
         """Codes → audio; clips longer than ``window_s`` are synthesised in cross-faded blocks."""
         audio = self.codec.decode(codes.cpu(), block_frames=max(1, self.s2t(self.window_s)))

@@ -145,6 +145,19 @@ class VampNetBackend(Backend):
         # VampNet returns an inference-mode tensor; clone so callers may edit it.
         return self.interface.encode(signal).clone()
 
+    def codec_latents(self, signal) -> torch.Tensor:
+        """The LAC codec's continuous latent ``z`` of ``signal``, ``(1, dim, n_steps)``.
+
+        ``interface.codec.encode(samples, sample_rate)`` returns a dict whose ``"codes"``
+        VampNet's ``Interface.encode`` keeps; ``"z"`` is the quantised continuous latent
+        (the sum of the codebooks' projected codewords), as fadtk's DAC embedding uses.
+        Not listed in shared/VAMPNET.md: read off LAC's use elsewhere, not run here.
+        """
+        sig = self.preprocess(signal).to(self.device)
+        with torch.inference_mode():
+            out = self.interface.codec.encode(sig.samples, sig.sample_rate)
+        return out["z"].clone()
+
     def decode(self, codes: torch.Tensor):
         return self.interface.decode(codes.to(self.device))
 

@@ -21,15 +21,13 @@ import soundfile as sf
 
 from .. import stores
 from ..errors import VampstudyError
-from ..layout import TAG_CONDITION, TAG_ORDER, TAG_PARENT, TAG_ROLE
+from ..layout import TAG_CONDITION, TAG_CONTROL, TAG_ORDER, TAG_PARENT, TAG_ROLE  # noqa: F401
 from . import design as dz
 from . import stimuli
 
 logger = logging.getLogger(__name__)
 
 CHILD_ROLES = ("condition", "control")
-#: Tag of control runs (issue 18: ``codec`` | ``noise``); absent on a study's own conditions.
-TAG_CONTROL = "vampstudy.control"
 OUTPUT_ARTIFACT = "audio/output.wav"
 
 

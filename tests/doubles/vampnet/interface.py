@@ -82,6 +82,17 @@ class _Codec:
     def __init__(self):
         self.quantizer = _Quantizer(self.n_codebooks)
 
+    @torch.inference_mode()
+    def encode(self, audio_data, sample_rate=None, n_quantizers=None):
+        """LAC's encode: a dict with ``z`` (B, D, T) continuous latents and ``codes`` (B, 14, T)."""
+        CALLS.append(("codec.encode", {"sample_rate": sample_rate}))
+        hop = int(self.hop_length)
+        frames = audio_data.reshape(audio_data.shape[0], -1)
+        frames = frames[:, : frames.shape[-1] // hop * hop].reshape(frames.shape[0], -1, hop)
+        z = torch.stack([frames.pow(2).mean(-1), frames.abs().amax(-1)], dim=1)   # (B, 2, T)
+        codes = torch.zeros(z.shape[0], self.n_codebooks, z.shape[-1], dtype=torch.long)
+        return {"z": z, "codes": codes, "latents": z}
+
 
 class _CodebookEmbedding(torch.nn.Module):
     """Codes → latents (codec codewords, plus a learned latent for MASK) → embeddings."""
