@@ -323,7 +323,8 @@ class Tracker:
 
     def log_table(self, run_id: str, rows: list[dict], name: str) -> None:
         """An MLflow table (``<name>.json``, shown in the UI) and ``<name>.csv``."""
-        self.log_run_batch(run_id, tables={name: rows})
+        if rows:
+            self.log_run_batch(run_id, tables={name: rows})
 
     def fail_fast(self):
         """A context in which HTTP calls to a tracking server are not retried for minutes
