@@ -326,7 +326,8 @@ class Tracker:
 
     def log_table(self, run_id: str, rows: list[dict], name: str) -> None:
         """An MLflow table (``<name>.json``, shown in the UI) and ``<name>.csv``."""
-        self.log_run_batch(run_id, tables={name: rows})
+        if rows:
+            self.log_run_batch(run_id, tables={name: rows})
 
     def answers(self, timeout: float = 2.0) -> bool:
         """Whether the store answers now (asked directly, within ``timeout`` s; see
