@@ -128,6 +128,7 @@ def _download(tracker, run_id, path, tmp_path) -> Path:
 def test_clipping_is_measured_stored_and_named(loud_clip, tracker, tmp_path):
     backend = _loud_backend(loud_clip)
     study = PeriodicIntervalStudy(intervals=(3, 13), spectrogram_intervals=())
+    study.controls = False        # the conditions' own outputs are what this test follows
     result = run_study(study, backend, tracker, clips=loud_clip, seeds=[0],
                        executor="sequential")
     worst = max(result.outcomes, key=lambda o: o.metrics["clipped_pct"])

@@ -203,3 +203,25 @@ def test_long_clips_decode_in_cross_faded_blocks(backend, codes_3s):
     loss = MelSpectrogramLoss()
     assert float(loss(a, b)) < 0.25 * float(loss(AudioSignal(torch.zeros_like(b.audio_data) + 1e-4,
                                                              44100), b))
+
+
+def test_random_tokens_decode_within_full_scale(backend, codes_3s):
+    """The noise control's uniformly random tokens stay within full scale (bounded output stage)."""
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randint(0, backend.codebook_size, codes_3s.shape, generator=gen)
+    raw = backend.codec.synthesize(backend.codec.dequantize(noise))
+    assert raw.abs().max() > 1.0          # without the output stage the synthesis exceeds full scale
+    out = backend.codec.decode(noise)
+    assert out.abs().max() <= 1.0          # never beyond full scale (tanh saturates to 1.0 in float32)
+
+
+def test_output_stage_is_identity_below_the_knee_and_bounded_above():
+    from vampstudy.backends.refcodec import OUTPUT_KNEE, bounded_output
+
+    x = torch.linspace(-50, 50, 20001)
+    y = bounded_output(x)
+    below = x.abs() <= OUTPUT_KNEE
+    assert torch.equal(y[below], x[below])
+    assert y.abs().max() <= 1.0
+    assert torch.all(torch.diff(y) >= 0)                       # monotonic: no fold-over
+    assert torch.allclose(torch.sign(y), torch.sign(x))

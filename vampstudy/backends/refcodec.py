@@ -233,4 +233,25 @@ class ReferenceCodec:
 
     def decode(self, codes: torch.Tensor, n_codebooks: int | None = None,
                block_frames: int | None = None) -> torch.Tensor:
-        return self.synthesize(self.dequantize(codes, n_codebooks), block_frames)
+        """Codes → audio, through the bounded output stage (:func:`bounded_output`)."""
+        return bounded_output(self.synthesize(self.dequantize(codes, n_codebooks), block_frames))
+
+
+#: Where the decoder's output stage starts to bend towards full scale.
+OUTPUT_KNEE = 0.95
+
+
+def bounded_output(audio: torch.Tensor, knee: float = OUTPUT_KNEE) -> torch.Tensor:
+    """The decoder's output stage: identity up to ``knee``, then a tanh curve towards ±1.
+
+    A neural codec's decoder ends in a bounded nonlinearity (LAC's and DAC's last
+    layer is ``tanh``), so even tokens that no real audio produces — the noise
+    control's uniformly random tokens — decode to a signal within full scale. The
+    reference codec's synthesis has no such bound of its own: random cepstra can
+    put tens of nats of log power into a band (peaks of 10⁶ were seen). Below
+    ``knee`` the stage changes nothing (slope 1 at the knee, continuous), so the
+    codec's resynthesis of preprocessed audio is the synthesis itself.
+    """
+    excess = (audio.abs() - knee).clamp_min(0.0)
+    bent = knee + (1.0 - knee) * torch.tanh(excess / (1.0 - knee))
+    return torch.where(audio.abs() > knee, torch.sign(audio) * bent, audio)
