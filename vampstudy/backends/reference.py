@@ -26,7 +26,8 @@ that results labelled ``backend=reference`` can be compared against each other.
   different frames and their sum landed far off the clip's spectra — frames up
   to 30 dB above the loudest original frame, outputs 6–20 dB too loud.
   Positions are unmasked over ``_sampling_steps`` steps on a cosine schedule,
-  most confident first (with Gumbel noise scaled by ``mask_temperature``), so
+  most confident first (with Gumbel noise scaled by ``mask_temperature``; a
+  token never ahead of a masked coarser token of its position), so
   later choices condition on earlier ones — as in a masked-token model. Less
   context (larger prompt intervals) gives flatter distributions and so more
   variation. Unmasked positions are returned bit for bit.
@@ -295,16 +296,19 @@ class ReferenceBackend(Backend):
                      top_p, sample_cutoff):
         """The unmasking loop of :meth:`_vamp_one` (edits ``z`` and ``todo`` in place)."""
         vocab = [torch.unique(corpus[c], return_inverse=True) for c in range(len(corpus))]
+        # agree[c][i, j]: how well token values[i] of codebook c stands in for values[j]
+        agree = [torch.exp(-self._codeword_distance(c, v, v) / self.stack_scale)
+                 for c, (v, _) in enumerate(vocab)]
         for step in range(steps):
             counts.append(int(todo.sum()))
-            logits = self._frame_logits(z, ~todo, corpus)                      # (T, T')
+            weights = torch.softmax(self._frame_logits(z, ~todo, corpus), dim=1)   # (T, T')
             greedy = temperature == 0 or (step + 1) / steps > sample_cutoff
             positions, tokens, confidence = [], [], []
             for c in todo.any(dim=1).nonzero().squeeze(1).tolist():   # coarse to fine
                 t = todo[c].nonzero().squeeze(1)
                 values, inverse = vocab[c]          # the tokens this codebook uses in the clip
                 p = torch.zeros(len(t), len(values))
-                p.scatter_add_(1, inverse[None, :].expand(len(t), -1), torch.softmax(logits[t], 1))
+                p.scatter_add_(1, inverse[None, :].expand(len(t), -1), weights[t])
                 p = self._shape(p, temperature, typical_filtering, typical_mass,
                                 typical_min_tokens, top_p, greedy, self.codebook_size)
                 if greedy:
@@ -318,7 +322,7 @@ class ReferenceBackend(Backend):
                 confidence.append(torch.log(p.gather(1, pick[:, None]).squeeze(1).clamp_min(1e-30)))
                 # finer codebooks of these positions agree with this proposal (a residual
                 # token only means something on top of the coarser tokens of its own frame)
-                logits[t] -= self._codeword_distance(c, values[pick], corpus[c]) / self.stack_scale
+                weights[t] = weights[t] * agree[c][pick][:, inverse]
             positions, tokens = torch.cat(positions), torch.cat(tokens)
             confidence = torch.cat(confidence)
             noise_scale = mask_temperature * (1.0 - (step + 1) / steps)
@@ -328,12 +332,26 @@ class ReferenceBackend(Backend):
             remaining = int(math.floor(n_total * math.cos(math.pi / 2 * (step + 1) / steps)))
             n_fix = len(tokens) - remaining if step < steps - 1 else len(tokens)
             n_fix = max(1, min(len(tokens), n_fix))
-            chosen = torch.topk(confidence, n_fix).indices
+            chosen = torch.topk(self._coarse_first(confidence, positions, z.shape), n_fix).indices
             c_idx, t_idx = positions[chosen, 0], positions[chosen, 1]
             z[c_idx, t_idx] = tokens[chosen]
             todo[c_idx, t_idx] = False
             if not todo.any():
                 break
+
+    @staticmethod
+    def _coarse_first(confidence: torch.Tensor, positions: torch.Tensor, shape) -> torch.Tensor:
+        """Confidences lowered so that no token outranks a masked coarser token of its position.
+
+        Each token's confidence becomes the least of its own and those of the masked
+        tokens on coarser codebooks of its position (less a hair per codebook, so ties
+        go coarse first): what is fixed at a position is always coarse to fine, so a
+        fine token is only kept together with the coarser tokens it was drawn with.
+        """
+        grid = torch.full(tuple(shape), float("inf"))
+        grid[positions[:, 0], positions[:, 1]] = confidence
+        grid = grid.cummin(dim=0).values - 1e-6 * torch.arange(shape[0])[:, None]
+        return grid[positions[:, 0], positions[:, 1]]
 
     @staticmethod
     def _shape(probs, temperature, typical_filtering, typical_mass, typical_min_tokens, top_p,
