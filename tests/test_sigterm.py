@@ -28,7 +28,7 @@ def test_sigterm_marks_the_study_killed_and_resume_completes_it(tmp_path):
            "PYTHONPATH": os.pathsep.join([str(REPO), str(DOUBLES)]),
            "VAMPSTUDY_TEST_GATE": str(gate)}
     cmd = [sys.executable, "-m", "vampstudy.cli", "run", "periodic", "--backend",
-           "gated:GatedBackend", "--device", "cpu", "--intervals", "3,7,20", "--audio", str(clip),
+           "gated:GatedBackend", "--device", "cpu", "--intervals", "3,7,20", "--no-controls", "--audio", str(clip),
            "--tracking-uri", uri]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

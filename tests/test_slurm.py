@@ -93,7 +93,7 @@ def test_sbatch_runs_the_study_on_ray_like_a_local_run(slurm, clip, job_env, tmp
     local sequential run of the same study; Ray stopped at the end."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     study = ["run", "periodic", "--backend", "reference", "--device", "cpu", "--intervals",
-             "3,7,20", "--audio", str(clip), "--tracking-uri", uri]
+             "3,7,20", "--no-controls", "--audio", str(clip), "--tracking-uri", uri]
     job = slurm.sbatch(SCRIPT, *study, "--experiment", "slurm", cwd=tmp_path, env=job_env,
                        options=("-c", "2", "-o", str(tmp_path / "slurm-%j.out")))
     state = slurm.wait_job(job, timeout=900)
@@ -131,7 +131,7 @@ def test_scancel_marks_the_study_killed_and_resume_completes_it(slurm, clip, job
     gate = tmp_path / "gate"
     env = {**job_env, "VAMPSTUDY_TEST_GATE": str(gate)}
     study = ["run", "periodic", "--backend", "gated:GatedBackend", "--device", "cpu",
-             "--intervals", "3,5,7,11", "--audio", str(clip), "--tracking-uri", uri]
+             "--intervals", "3,5,7,11", "--no-controls", "--audio", str(clip), "--tracking-uri", uri]
     options = ("-c", "2", "-o", str(tmp_path / "slurm-%j.out"))
     job = slurm.sbatch(SCRIPT, *study, cwd=tmp_path, env=env, options=options)
 
