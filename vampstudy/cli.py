@@ -23,6 +23,12 @@ from .errors import ConfigError, VampstudyError
 
 logger = logging.getLogger("vampstudy")
 
+#: Tables `vampstudy show` prints after the summary, when the study logged them.
+COMPARISON_TABLES = (
+    ("paired_comparisons", "paired comparisons of neighbouring conditions (b - a)"),
+    ("noise_comparisons", "each condition vs its noise control (b - a; > 0: the model beats "
+                          "random tokens)"),
+)
 RUNNER_CONFIG_KEYS = ("audio", "seed", "seeds", "backend", "device", "experiment", "controls",
                       "embedding")
 
@@ -170,11 +176,9 @@ class StudyGroup(click.Group):
         return _study_command(entry, name)
 
 
-def _study_command(entry, invoked_name: str) -> click.Command:
-    from .options import study_options
-
-    cls = entry.cls
-    params = study_options(cls) + [
+def _input_options(cls) -> list[click.Option]:
+    """Options of `vampstudy run STUDY`: inputs, seeds, experiment, evidence."""
+    return [
         click.Option(["--audio"], multiple=True, metavar="PATH",
                      help="Audio file, folder or glob (repeatable). Default: the built-in demo clip."),
         click.Option(["--seed"], type=int, default=0, show_default=True,
@@ -204,6 +208,12 @@ def _study_command(entry, invoked_name: str) -> click.Command:
                           "package.module:function."),
         click.Option(["--check"], is_flag=True,
                      help="Run `vampstudy check` on the backend first; stop if a check FAILs."),
+    ]
+
+
+def _execution_options() -> list[click.Option]:
+    """Options of `vampstudy run STUDY`: how and where the trials run."""
+    return [
         click.Option(["--executor"], type=click.Choice(["pipelined", "sequential", "ray"]),
                      default="pipelined", show_default=True,
                      help="How trials run: pipelined (the next model call overlaps the last "
@@ -234,6 +244,13 @@ def _study_command(entry, invoked_name: str) -> click.Command:
                      help="Check every option and input, print the planned conditions and the "
                           "number of runs, and exit without running or logging anything."),
     ]
+
+
+def _study_command(entry, invoked_name: str) -> click.Command:
+    from .options import study_options
+
+    cls = entry.cls
+    params = study_options(cls) + _input_options(cls) + _execution_options()
     doc = (cls.__doc__ or "").strip().split("\n\n")[0]
     help_text = (f"{doc}\n\nSource: {entry.source}.\n\n\b\nExample:\n"
                  f"    vampstudy run {invoked_name} --backend reference")
@@ -351,10 +368,40 @@ def _evidence_config(study) -> dict:
     return {"controls": bool(study.controls), "embedding": list(study.embeddings)}
 
 
+def _seed_list(seed: int, seeds: str | None, repeats: int | None) -> list[int]:
+    """--seed, --seeds or --repeats as the list of seeds every condition runs with."""
+    if seeds and repeats:
+        raise click.UsageError("give --seeds or --repeats, not both")
+    return _parse_seeds(seeds) if seeds else list(range(repeats)) if repeats else [seed]
+
+
+def _enable_visqol(study) -> None:
+    """--visqol: a masking study, and the optional package installed."""
+    import importlib.util
+
+    from .study import MaskingStudy
+
+    if not isinstance(study, MaskingStudy):
+        raise click.UsageError(f"--visqol applies to masking studies; {study.name} is not one")
+    if importlib.util.find_spec("visqol") is None:
+        raise click.ClickException("--visqol needs the visqol-python package: "
+                                   "pip install visqol-python")
+    study.visqol = True
+
+
+def _check_before_study(b, tracker, audio) -> None:
+    """--check: run `vampstudy check` on the backend; a FAIL stops before any run exists."""
+    status, _ = _check(b, tracker, audio[:1], log=True, as_json=False)
+    if status == "FAIL":
+        raise click.ClickException(
+            f"backend {b.name} failed `vampstudy check` (table above); the study was not "
+            "run. Fix the backend, or run without --check to proceed anyway")
+
+
 def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats, experiment,
          resume, config, check, visqol, max_seconds, dry_run, executor, tracking_patience,
          controls, embedding, **rest):
-    from .runner import StudyFailed, StudyInterrupted, TrackingLost, run_study
+    from .runner import run_study
     from .study import Study
     from .tracking import Tracker
 
@@ -370,21 +417,10 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
     controls, embedding = runner["controls"], tuple(runner["embedding"] or ())
     if experiment is not None:  # (also from --config)
         _experiment_name(ctx, None, experiment)
-    if seeds and repeats:
-        raise click.UsageError("give --seeds or --repeats, not both")
-    seed_list = _parse_seeds(seeds) if seeds else list(range(repeats)) if repeats else [seed]
+    seed_list = _seed_list(seed, seeds, repeats)
     study: Study = cls(**study_kwargs)
     if visqol:
-        from .study import MaskingStudy
-
-        if not isinstance(study, MaskingStudy):
-            raise click.UsageError(f"--visqol applies to masking studies; {cls.name} is not one")
-        import importlib.util
-
-        if importlib.util.find_spec("visqol") is None:
-            raise click.ClickException("--visqol needs the visqol-python package: "
-                                       "pip install visqol-python")
-        study.visqol = True
+        _enable_visqol(study)
     b = make_backend(backend, device, **ckpts)
     _evidence_options(study, b, controls, embedding)
     # everything that can be checked before a run exists: the study's values, then the inputs
@@ -396,12 +432,31 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
     tracker = Tracker(tracking_uri)
     click.echo(f"study: {cls.name} · tracking: {tracker.uri}", err=True)
     if check:
-        status, _ = _check(b, tracker, audio[:1], log=True, as_json=False)
-        if status == "FAIL":
-            raise click.ClickException(
-                f"backend {b.name} failed `vampstudy check` (table above); the study was not "
-                "run. Fix the backend, or run without --check to proceed anyway")
+        _check_before_study(b, tracker, audio)
     check_status = tracker.last_check(b.name)
+
+    run = functools.partial(
+        run_study, study, b, tracker, audio=audio, seeds=seed_list, experiment=experiment,
+        resume=resume, check_status=check_status,
+        executor=_make_executor(executor, executor_opts),
+        max_seconds=max_seconds, tracking_patience=tracking_patience, notify=_notify,
+        backend_spec=(b.name if backend == "auto" else backend,
+                      {"device": device, **{k: v for k, v in ckpts.items() if v}}),
+        resolved_config={**study.get_params(), "backend": b.name, "device": device,
+                         "audio": list(audio), "seeds": seed_list, **_evidence_config(study)})
+    result, failure = _run_with_progress(ctx, run)
+    _report(tracker, result)
+    if failure is not None:
+        raise click.ClickException(str(failure))
+
+
+def _run_with_progress(ctx, run):
+    """Call ``run(progress=...)`` under a progress bar: (result, the StudyFailed or None).
+
+    Ctrl-C (or SIGTERM) exits 130 with the ``--resume`` hint; a tracking store that stayed
+    away past --tracking-patience is one error line with the same hint.
+    """
+    from .runner import StudyFailed, StudyInterrupted, TrackingLost
 
     with click.progressbar(length=1, label="conditions", file=sys.stderr, show_pos=True,
                            item_show_func=lambda s: s) as bar:
@@ -411,21 +466,9 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
             bar.update(1, f"{trial.condition.name} {status}")
 
         try:
-            result = run_study(study, b, tracker, audio=audio, seeds=seed_list,
-                               experiment=experiment, resume=resume, progress=progress,
-                               check_status=check_status,
-                               executor=_make_executor(executor, executor_opts),
-                               max_seconds=max_seconds, tracking_patience=tracking_patience,
-                               notify=_notify,
-                               backend_spec=(b.name if backend == "auto" else backend,
-                                             {"device": device, **{k: v for k, v in ckpts.items() if v}}),
-                               resolved_config={**study.get_params(), "backend": b.name,
-                                                "device": device,
-                                                "audio": list(audio), "seeds": seed_list,
-                                                **_evidence_config(study)})
-            failure = None
+            return run(progress=progress), None
         except StudyFailed as exc:
-            result, failure = exc.result, exc
+            return exc.result, exc
         except StudyInterrupted as exc:
             bar.render_finish()
             click.echo(f"\n{exc}.\nContinue it with:  {_resume_command(ctx)}", err=True)
@@ -433,9 +476,6 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
         except TrackingLost as exc:
             raise click.ClickException(f"{exc.what}; once the store is back, continue with:  "
                                        f"{_resume_command(ctx)}") from exc
-    _report(tracker, result)
-    if failure is not None:
-        raise click.ClickException(str(failure))
 
 
 def _notify(message: str) -> None:
@@ -803,18 +843,13 @@ def show(run_id, wide, tracking_uri):
                                    f"(status {info.status})") from exc
     click.echo(format_table(rows if wide else compact_columns(rows), drop_empty=True))
     _show_listening(tracker, info.run_id)
-    try:
-        paired = tracker.load_table(info.run_id, "paired_comparisons")
-        click.echo("\npaired comparisons of neighbouring conditions (b - a):")
-        click.echo(format_table(paired, drop_empty=True))
-    except Exception:
-        pass
-    try:
-        versus = tracker.load_table(info.run_id, "noise_comparisons")
-        click.echo("\neach condition vs its noise control (b - a; > 0: the model beats random tokens):")
-        click.echo(format_table(versus, drop_empty=True))
-    except Exception:
-        pass
+    for table, title in COMPARISON_TABLES:
+        try:
+            rows = tracker.load_table(info.run_id, table)
+        except Exception:   # a study without that table (e.g. one condition, --no-controls)
+            continue
+        click.echo(f"\n{title}:")
+        click.echo(format_table(rows, drop_empty=True))
 
 
 

@@ -43,6 +43,7 @@ reference backend uses it; the VampNet adapter calls VampNet's own.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -240,19 +241,13 @@ def _same_shape(masks: tuple, what: str) -> None:
 def keep_either(*masks: torch.Tensor) -> torch.Tensor:
     """Keep where any mask keeps: the elementwise minimum (VampNet's ``mask_and``)."""
     _same_shape(masks, "keep_either")
-    out = masks[0].clone()
-    for m in masks[1:]:
-        out = torch.minimum(out, m)
-    return out
+    return functools.reduce(torch.minimum, masks[1:], masks[0].clone())
 
 
 def keep_both(*masks: torch.Tensor) -> torch.Tensor:
     """Keep only where every mask keeps: the elementwise maximum (VampNet's ``mask_or``)."""
     _same_shape(masks, "keep_both")
-    out = masks[0].clone()
-    for m in masks[1:]:
-        out = torch.maximum(out, m)
-    return out
+    return functools.reduce(torch.maximum, masks[1:], masks[0].clone())
 
 
 # --------------------------------------------------------------- build_mask
