@@ -11,6 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from vampstudy.audio import synthesize_demo
+from vampstudy.layout import TAG_CONTROL
 from vampstudy.tracking import Tracker
 
 
@@ -37,4 +38,5 @@ def test_three_minute_48k_stereo_clip_finishes(tmp_path):
     assert artifacts["report.html"] < 20 * 2 ** 20
     children = tracker.find_runs(parent.info.experiment_id,
                                  {"mlflow.parentRunId": parent.info.run_id}, ("FINISHED",))
-    assert len(children) == 1
+    # the one condition, and its controls (the codec resynthesis and the noise baseline)
+    assert sorted(c.data.tags.get(TAG_CONTROL, "") for c in children) == ["", "codec", "noise"]
