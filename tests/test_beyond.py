@@ -3,6 +3,7 @@
 import base64
 import io
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from tests.test_checks import AltersKeptTokens
 from vampstudy.audio import synthesize_demo
 from vampstudy.cli import main
 from vampstudy.intervals import interval_tokens, parse_interval
+from vampstudy.layout import TAG_CONTROL
 from vampstudy.runner import run_study
 from vampstudy.summary import mean_ci, paired_comparison
 from vampstudy.tracking import Tracker
@@ -31,9 +33,15 @@ def test_mean_ci_against_hand_computation():
 @pytest.fixture(scope="module")
 def repeated(tmp_path_factory, music_3s, backend):
     tracker = Tracker(f"sqlite:///{tmp_path_factory.mktemp('rep') / 'mlflow.db'}")
-    result = run_study(PeriodicIntervalStudy(intervals=(2, 13, 100)), backend, tracker,
-                       audio=[str(music_3s)], seeds=[0, 1, 2, 3, 4])
+    result = run_study(_without_controls(PeriodicIntervalStudy(intervals=(2, 13, 100))), backend,
+                       tracker, audio=[str(music_3s)], seeds=[0, 1, 2, 3, 4])
     return tracker, result
+
+
+def _without_controls(study):
+    """These tests follow the conditions; test_three_clips_three_seeds counts the controls."""
+    study.controls = False
+    return study
 
 
 def test_paired_comparison_finds_2_vs_100_and_not_self(repeated):
@@ -122,10 +130,14 @@ def test_three_clips_three_seeds(tmp_path, monkeypatch):
     exp = tracker.experiment_id("periodic")
     parent = tracker.find_runs(exp, {"vampstudy.role": "study"})[0]
     children = tracker.find_runs(exp, {"mlflow.parentRunId": parent.info.run_id}, ("FINISHED",))
-    assert len(children) == 3 * 11 * 3
+    controls = Counter(c.data.tags.get(TAG_CONTROL, "condition") for c in children)
+    assert controls == {"condition": 3 * 11 * 3, "codec": 3, "noise": 3 * 11 * 3}
     rows = tracker.load_table(parent.info.run_id, "summary")
-    assert len(rows) == 11 and all(r["n"] == 9 for r in rows)
-    by_clip = tracker.load_table(parent.info.run_id, "summary_by_clip")
+    by_control = Counter(r["control"] for r in rows)
+    assert by_control == {"": 11, "codec": 1, "noise": 11}
+    assert all(r["n"] == (3 if r["control"] == "codec" else 9) for r in rows)
+    by_clip = [r for r in tracker.load_table(parent.info.run_id, "summary_by_clip")
+               if not r.get("control")]
     assert len(by_clip) == 33 and {r["clip"] for r in by_clip} == {"clip0", "clip1", "clip2"}
     inputs = tracker.get_run(parent.info.run_id).inputs.dataset_inputs
     assert inputs and inputs[0].dataset.name == "clips"
@@ -150,8 +162,8 @@ def test_interval_specs():
 def test_beat_intervals_on_a_clip_at_known_tempo(tracker, backend, tmp_path):
     path = tmp_path / "at120.wav"
     sf.write(path, synthesize_demo(6.0, bpm=120.0), 44100)
-    result = run_study(PeriodicIntervalStudy(intervals=("beat", 7, "bar")), backend, tracker,
-                       audio=[str(path)])
+    result = run_study(_without_controls(PeriodicIntervalStudy(intervals=("beat", 7, "bar"))),
+                       backend, tracker, audio=[str(path)])
     parent = tracker.get_run(result.parent_run_id)
     assert abs(float(parent.data.params["tempo_bpm"]) - 120) < 3
     tokens = {o.trial.condition.params["interval"]: int(o.params["interval_tokens"])
