@@ -54,6 +54,7 @@ def study(tmp_path_factory, backend):
     sf.write(clip, synthesize_demo(1.0, seed=3), 44100)
     tracker = Tracker(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
     study = PeriodicIntervalStudy()
+    study.controls = False   # the view of the 11 conditions (controls: tests/test_views.py)
     result = run_study(study, backend, tracker, audio=[str(clip)], seeds=[0])  # saves the view
     assert tracker.latest_view(result.experiment_id) == views.view_key(result.parent_run_id)
     return tracker, result, root
