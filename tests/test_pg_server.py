@@ -108,6 +108,7 @@ def test_four_ray_workers_forty_trials_no_run_lost_or_duplicated(pg_server, shor
     backend = load_backend(spec, **options)
     tracker = Tracker(pg_server.url)
     study = TokenPeriodic(intervals=tuple(range(2, 12)))
+    study.controls = False   # 40 condition trials, counted below
     executor = RayExecutor(workers=4)
     result = run_study(study, backend, tracker, audio=[str(short_clip)], seeds=[0, 1, 2, 3],
                        experiment="pg-ray", executor=executor, backend_spec=(spec, options))

@@ -100,7 +100,10 @@ def children_of(tracker: Tracker, parent_id: str) -> list:
 
 
 def periodic(**kw):
-    return find_study("periodic").cls(intervals=(3, 7, 20), **kw)
+    """The executor tests follow the conditions: no control runs (those run as any trial)."""
+    study = find_study("periodic").cls(intervals=(3, 7, 20), **kw)
+    study.controls = False
+    return study
 
 
 def test_ray_cli_gives_the_same_metrics_as_sequential(clip, tmp_path, monkeypatch):
@@ -109,7 +112,7 @@ def test_ray_cli_gives_the_same_metrics_as_sequential(clip, tmp_path, monkeypatc
     the local Ray it started is gone afterwards."""
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    common = ["run", "periodic", "--backend", "reference", "--device", "cpu", "--intervals",
+    common = ["run", "periodic", "--no-controls", "--backend", "reference", "--device", "cpu", "--intervals",
               "3,7,20", "--audio", str(clip), "--seeds", "0,1", "--tracking-uri", uri]
     runner = CliRunner()
     seq = runner.invoke(main, common + ["--executor", "sequential", "--experiment", "seq"])
@@ -258,7 +261,9 @@ def test_a_study_s_own_mask_runs_on_the_workers(ray_session, tracker, clip):
     results = {}
     for name, executor in (("sequential", "sequential"), ("ray", RayExecutor(workers=1))):
         with pytest.raises(StudyFailed) as info:
-            run_study(AnchoredOrBad(periods=(4, 99)), backend, tracker, audio=[str(clip)],
+            study = AnchoredOrBad(periods=(4, 99))
+            study.controls = False   # the noise control would reuse the bad mask
+            run_study(study, backend, tracker, audio=[str(clip)],
                       executor=executor, experiment=name)
         results[name] = info.value
     for failure in results.values():
@@ -275,7 +280,7 @@ def test_a_study_s_own_mask_runs_on_the_workers(ray_session, tracker, clip):
 
 def test_ray_options_are_refused_without_ray_executor(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    out = CliRunner().invoke(main, ["run", "periodic", "--backend", "reference", "--workers", "2",
+    out = CliRunner().invoke(main, ["run", "periodic", "--no-controls", "--backend", "reference", "--workers", "2",
                                     "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
     assert out.exit_code != 0
     assert "--workers only apply to --executor ray" in out.output
@@ -301,7 +306,7 @@ def test_ctrl_c_kills_the_workers_and_marks_open_runs_killed(clip, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vampstudy.cli", "run", "periodic", "--backend", SLEEPY,
+        [sys.executable, "-m", "vampstudy.cli", "run", "periodic", "--no-controls", "--backend", SLEEPY,
          "--intervals", ",".join(str(i) for i in range(2, 42)), "--audio", str(clip),
          "--executor", "ray", "--workers", "2", "--tracking-uri", uri],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from vampstudy.cli import main
 from vampstudy.errors import ConfigError, StudyNotFound
+from vampstudy.layout import TAG_CONTROL
 from vampstudy.registry import find_study, registered
 from vampstudy.tracking import Tracker
 
@@ -87,7 +88,8 @@ def test_file_study_runs_with_options_from_its_signature(cli, tmp_path, music_3s
     assert parent.info.status == "FINISHED"
     assert parent.data.params["periods"] == "3,9" and parent.data.params["strength"] == "0.5"
     assert parent.data.params["greedy_end"] == "True"
-    children = tracker.find_runs(exp, {"mlflow.parentRunId": parent.info.run_id})
+    children = [c for c in tracker.find_runs(exp, {"mlflow.parentRunId": parent.info.run_id})
+                if TAG_CONTROL not in c.data.tags]   # the conditions (controls follow them)
     assert sorted(int(c.data.params["periodic_prompt"]) for c in children) == [3, 9]
     for child in children:
         assert child.data.params["strength"] == "0.5"
@@ -162,8 +164,9 @@ def test_guide_example_runs(cli, music_3s):
     parent = tracker.find_runs(tracker.experiment_id("continuation"), {"vampstudy.role": "study"})[0]
     figures = {f.path for f in tracker.client.list_artifacts(parent.info.run_id, "figures")}
     assert "figures/prompt_vs_change.png" in figures
-    children = tracker.find_runs(tracker.experiment_id("continuation"),
-                                 {"mlflow.parentRunId": parent.info.run_id})
+    children = [c for c in tracker.find_runs(tracker.experiment_id("continuation"),
+                                             {"mlflow.parentRunId": parent.info.run_id})
+                if TAG_CONTROL not in c.data.tags]
     drift = {float(c.data.params["prompt_s"]): c.data.metrics["continuation_changed_pct"]
              for c in children}
     assert set(drift) == {0.5, 1.5} and all(v > 50 for v in drift.values())
