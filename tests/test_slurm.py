@@ -120,7 +120,9 @@ def test_sbatch_runs_the_study_on_ray_like_a_local_run(slurm, clip, job_env, tmp
         tokens = {k: v for k, v in loc.data.metrics.items() if "changed_pct" in k or "density" in k}
         assert tokens and {k: s.data.metrics[k] for k in tokens} == tokens
         # audio metrics: float32 sums, a Ray worker computes with one thread
-        assert s.data.metrics == pytest.approx(loc.data.metrics, rel=1e-5, abs=1e-6)
+        # rel 1e-4: float32 sums (BS.1770 loudness over ~10^5 samples) depend on the thread
+        # count, which differs between a Ray worker and the local process (seen: 1.06e-5)
+        assert s.data.metrics == pytest.approx(loc.data.metrics, rel=1e-4, abs=1e-6)
 
 
 def test_scancel_marks_the_study_killed_and_resume_completes_it(slurm, clip, job_env, tmp_path):
