@@ -10,9 +10,11 @@ import pytest
 import soundfile as sf
 import torch
 from audiotools import AudioSignal
+from click.testing import CliRunner
 
 from vampstudy.audio import synthesize_demo
 from vampstudy.backends.reference import ReferenceBackend
+from vampstudy.cli import main
 from vampstudy.tracking import Tracker
 
 DOUBLES = Path(__file__).parent / "doubles"
@@ -39,6 +41,15 @@ def music_signal(music_3s) -> AudioSignal:
 @pytest.fixture(scope="session")
 def codes_3s(backend, music_signal) -> torch.Tensor:
     return backend.encode(music_signal)
+
+
+@pytest.fixture()
+def cli(tmp_path, monkeypatch):
+    """``cli("run", ...)``: the command line in a temp folder with the default store there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, list(args), catch_exceptions=False)
 
 
 @pytest.fixture()

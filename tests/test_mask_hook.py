@@ -10,13 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from studies.anchored_periodic import AnchoredPeriodicStudy
 from studies.periodic import PeriodicIntervalStudy
 from vampstudy import Condition, MaskingStudy
 from vampstudy.backends.reference import ReferenceBackend
-from vampstudy.cli import main
 from vampstudy.execute import seed_everything
 from vampstudy.masks import keep_either, keep_prefix
 from vampstudy.record import TAG_ERROR
@@ -26,14 +24,6 @@ from vampstudy.tracking import TAG_PARENT, TAG_ROLE, Tracker
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "writing-a-study.md"
 EXAMPLE = Path(__file__).resolve().parents[1] / "studies" / "anchored_periodic.py"
-
-
-@pytest.fixture()
-def cli(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(main, list(args), catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

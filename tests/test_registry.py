@@ -4,9 +4,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from vampstudy.cli import main
 from vampstudy.errors import ConfigError, StudyNotFound
 from vampstudy.layout import TAG_CONTROL
 from vampstudy.registry import find_study, registered
@@ -62,14 +60,6 @@ def _install_fake_package(site: Path, monkeypatch, study_name="knob", dist="knob
     (info / "entry_points.txt").write_text(
         f"[vampstudy.studies]\n{study_name} = {dist}:KnobStudy\n")
     monkeypatch.syspath_prepend(str(site))
-
-
-@pytest.fixture()
-def cli(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(main, list(args), catch_exceptions=False)
 
 
 def test_file_study_runs_with_options_from_its_signature(cli, tmp_path, music_3s):
