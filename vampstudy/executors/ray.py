@@ -350,19 +350,11 @@ class RayExecutor(Executor):
                     try:
                         ret = ray.get(ref)
                     except RayActorError as exc:   # the worker process died
-                        self.stats["deaths"] += 1
-                        self._retire(actor)
-                        reason = _reason(exc)
-                        self._close_orphans(planned, reason)
-                        if attempt <= self.max_retries:
-                            logger.warning("worker died running %s (attempt %d: %s); retrying on "
-                                           "a fresh worker", planned.run_name, attempt, reason)
+                        given_up = self._worker_died(exc, actor, planned, attempt)
+                        if given_up is None:
                             queue.appendleft((pos, attempt + 1))
                         else:
-                            emit(TrialResult(planned, None,
-                                             f"WorkerDied: the Ray worker running this trial died "
-                                             f"{attempt} times (--max-retries {self.max_retries}); "
-                                             f"last: {reason}", attempts=attempt))
+                            emit(given_up)
                         if queue:
                             idle.append(self._new_actor(payload_ref))
                         continue
@@ -383,6 +375,21 @@ class RayExecutor(Executor):
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _worker_died(self, exc: BaseException, actor, planned, attempt: int):
+        """Retire a worker that died running ``planned``: None when the trial is to be tried
+        again, else its FAILED result (``max_retries`` exhausted)."""
+        self.stats["deaths"] += 1
+        self._retire(actor)
+        reason = _reason(exc)
+        self._close_orphans(planned, reason)
+        if attempt <= self.max_retries:
+            logger.warning("worker died running %s (attempt %d: %s); retrying on a fresh worker",
+                           planned.run_name, attempt, reason)
+            return None
+        return TrialResult(planned, None, f"WorkerDied: the Ray worker running this trial died "
+                           f"{attempt} times (--max-retries {self.max_retries}); last: {reason}",
+                           attempts=attempt)
 
     def _close_orphans(self, planned, reason: str) -> None:
         """Mark KILLED the child runs that dead workers left RUNNING on the tracking server."""
