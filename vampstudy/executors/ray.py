@@ -19,7 +19,7 @@ records it. A worker asks the server first (:func:`vampstudy.stores.probe_store`
 records without MLflow's HTTP retries: when the server does not answer, or a call fails,
 the outcome goes back unrecorded (with the runs created meanwhile) and the driver records
 it through its patient sink (:mod:`vampstudy.patience`) — the same outage line, waiting,
-back-off and ``--tracking-patience`` as the local executors. At most ``workers`` results
+back-off and ``--tracking-patience`` as the local executors. At most ``workers`` + 1 results
 wait for the sink, so an outage holds memory bounded.
 
 Faults: a worker process that dies (killed, out of memory) fails its trial with
@@ -332,9 +332,10 @@ class RayExecutor(Executor):
 
         try:
             while queue or in_flight:
-                # at most `workers` results wait for the sink (which waits itself while the
+                # at most workers + 1 results wait for the sink (which waits itself while the
                 # store is away): memory stays bounded however long an outage lasts
-                while queue and idle and len(sinking) < self.workers:
+                reap(wait=False)
+                while queue and idle and len(sinking) <= self.workers:
                     actor = idle.popleft()
                     pos, attempt = queue.popleft()
                     in_flight[actor.run.remote(pos)] = (actor, pos, attempt)
