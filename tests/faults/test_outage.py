@@ -156,6 +156,32 @@ def test_a_real_error_while_the_store_answers_propagates_at_once():
 
 
 # ------------------------------------------------------------ sqlite
+def test_a_vanished_or_replaced_database_file_takes_no_write_and_is_named(tmp_path):
+    import shutil
+
+    from vampstudy.tracking import Tracker
+
+    path = tmp_path / "mlflow.db"
+    tracker = Tracker(f"sqlite:///{path}")
+    exp = tracker.experiment_id("x")
+    run = tracker.start_run(exp, "a", {})
+    away = tmp_path / "away.db"
+    os.rename(path, away)
+    assert tracker.probe() == f"its database file {path} is gone"
+    with pytest.raises(Exception, match="refused a write: its database file .* is gone"):
+        tracker.start_run(exp, "b", {})
+    assert not path.exists(), "an empty database was created in the vanished one's place"
+    shutil.copy(away, path)                 # another file at the path: not the store's
+    assert "was replaced" in tracker.probe()
+    with pytest.raises(Exception, match="was replaced"):
+        tracker.finish(run)
+    os.replace(away, path)                  # the original is back
+    assert tracker.probe() is None
+    tracker.finish(run)
+    assert tracker.start_run(exp, "b", {}) and len(tracker.find_runs(exp, {})) == 2
+    assert tracker.get_run(run).info.status == "FINISHED"
+
+
 def _lock_between_trials(path, proc, k) -> sqlite3.Connection:
     """An exclusive lock on the database, taken once ``k`` conditions are recorded (the study
     frozen meanwhile, so it has not finished); the study is let go on, locked out."""
