@@ -14,6 +14,10 @@ Faults:
                  after 20 s (the study finishes by itself) or gone (one Error line after
                  --tracking-patience 10, then --resume); also prints the time from the kill
                  to the study's outage line and the bound on trials waiting to be recorded
+  vanished       (--vanished-and-ray) the sqlite database file moved away once a condition
+                 is recorded and back 20 s after the study said so: time to the outage line,
+                 whether an empty database appeared, time from its return to the study's end
+  ray outage     (--vanished-and-ray) the same server outage under --executor ray --workers 2
   concurrent     two studies at once on one sqlite store (different experiments)
   inputs         the generated audio files of tests/faults/test_inputs.py: each bad one
                  refused in one line with no run left, each odd-but-legitimate one FINISHED
@@ -37,7 +41,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "faults")]
 
 import soundfile as sf  # noqa: E402
 
-from harness import INTERVALS, census, study_cmd, wait_for_finished  # noqa: E402
+from harness import (INTERVALS, census, freeze_after_finished, study_cmd,  # noqa: E402
+                     wait_for_finished)
 from vampstudy.audio import synthesize_demo  # noqa: E402
 
 N = len(INTERVALS)
@@ -55,9 +60,24 @@ def _row(name, results):
     return name, trials, survived, lost, dup
 
 
-def _outcome(uri, reference, experiment="periodic"):
+def _same_metrics(found: dict, reference: dict, rel: float = 0.0) -> bool:
+    """Equal metrics per interval; with ``rel``, audio metrics within that relative error
+    (a Ray worker sums float32 with one thread) while token metrics stay exact."""
+    if rel == 0.0 or found.keys() != reference.keys():
+        return found == reference
+    for interval, ref in reference.items():
+        got = found[interval]
+        if got.keys() != ref.keys() or any(
+                got[k] != v if "changed_pct" in k else abs(got[k] - v) > rel * abs(v) + 1e-6
+                for k, v in ref.items()):
+            return False
+    return True
+
+
+def _outcome(uri, reference, experiment="periodic", rel: float = 0.0):
     found = census(uri, N, experiment)
-    return {"intact": found.intact and found.metrics == reference, "lost": found.lost,
+    return {"intact": found.intact and _same_metrics(found.metrics, reference, rel),
+            "lost": found.lost,
             "duplicated": found.duplicated}
 
 
@@ -145,8 +165,12 @@ class _Watched:
             time.sleep(0.05)
         return None
 
-    def wait(self) -> int:
-        code = self.proc.wait()
+    def wait(self, timeout: float | None = None) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
         self._threads[0].join(30)
         return code
 
@@ -209,6 +233,83 @@ def server_killed(tmp: Path, audio: str, reference: dict, n: int,
             print(f"  server round {i}: exit {code}\n{text[-2000:]}", file=sys.stderr)
         out.append(r)
     return out
+
+
+def _freeze_fault_resume(uri: str, study: "_Watched", fault) -> float | None:
+    """Once one condition is recorded (the study frozen meanwhile), ``fault()``; the time of
+    the fault, or None if the study ended first."""
+    if freeze_after_finished(uri, study.proc, 1) < 1:
+        return None
+    try:
+        fault()
+        return time.time()
+    finally:
+        os.kill(study.proc.pid, signal.SIGCONT)
+
+
+def vanished_sqlite(tmp: Path, audio: str, reference: dict, figures: dict,
+                    outage: float = 20.0) -> list[dict]:
+    """The sqlite database file moved away (``os.rename``) once one condition is recorded,
+    and moved back ``outage`` s after the study said so (or after ``outage`` s if it said
+    nothing): the study must say so, create no empty database, and finish by itself."""
+    d = tmp / "vanished"
+    d.mkdir()
+    path, away = d / "mlflow.db", d / "moved-away.db"
+    uri = f"sqlite:///{path}"
+    study = _Watched(study_cmd(uri, audio), d)
+    gone = _freeze_fault_resume(uri, study, lambda: os.rename(path, away))
+    said = study.first(OUTAGE, timeout=120) if gone else None
+    key = "sqlite file moved away → outage line (s)"
+    figures[key] = [said - gone] if said else ["no line within 120 s"]
+    created = path.exists()
+    figures["sqlite file moved away: empty database created meanwhile"] = [str(created)]
+    if gone:
+        time.sleep(outage)
+        os.rename(away, path)   # back (over an empty database, if one was created)
+    back = time.time()
+    code = study.wait(timeout=900)
+    figures[f"sqlite file back after {outage:.0f} s: back → study ended (s), exit code"] = [
+        time.time() - back, code]
+    text = "\n".join(line for _, line in study.lines)
+    figures["sqlite file moved away: tracebacks on the terminal"] = [text.count("Traceback")]
+    r = _outcome(uri, reference)
+    r["intact"] &= code == 0 and said is not None and not created and "Traceback" not in text
+    if not r["intact"]:
+        print(f"  vanished sqlite: exit {code}\n{text[-2000:]}", file=sys.stderr)
+    return [r]
+
+
+def ray_server_killed(tmp: Path, audio: str, reference: dict, figures: dict,
+                      outage: float = 20.0) -> list[dict]:
+    """``--executor ray --workers 2`` on an `mlflow server` SIGKILLed once one condition is
+    recorded, restarted (same port, same store) ``outage`` s after the study said so (or
+    after 300 s if it said nothing): the study must say so and finish by itself."""
+    from servers import free_port, start_mlflow_server
+
+    d = tmp / "ray"
+    d.mkdir()
+    store, artifacts, port = f"sqlite:///{d / 'server.db'}", d / "artifacts", free_port()
+    server = start_mlflow_server(store, artifacts, port=port)
+    try:
+        study = _Watched(study_cmd(server.url, audio, "--executor", "ray", "--workers", "2"), d)
+        killed = _freeze_fault_resume(store, study, server.kill)
+        said = study.first(OUTAGE, timeout=300) if killed else None
+        figures["ray workers, server killed → outage line (s)"] = (
+            [said - killed] if said else ["no line within 300 s"])
+        time.sleep(outage if said else 0)
+        server = start_mlflow_server(store, artifacts, port=port)
+        back = time.time()
+        code = study.wait(timeout=900)
+        figures[f"ray workers, server back after {outage:.0f} s: back → study ended (s), "
+                "exit code"] = [time.time() - back, code]
+        text = "\n".join(line for _, line in study.lines)
+        r = _outcome(server.url, reference, rel=1e-4)
+    finally:
+        server.stop()
+    r["intact"] &= code == 0 and said is not None and "Traceback" not in text
+    if not r["intact"]:
+        print(f"  ray, server killed: exit {code}\n{text[-2000:]}", file=sys.stderr)
+    return [r]
 
 
 def waiting_bound(tmp: Path, audio: str, figures: dict) -> None:
@@ -316,6 +417,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 kills, 1 of each other fault")
     ap.add_argument("--outages", action="store_true",
                     help="only the tracking-server outages and their figures")
+    ap.add_argument("--vanished-and-ray", action="store_true",
+                    help="only a vanished sqlite file and a server outage under --executor ray")
     args = ap.parse_args()
     kills = 3 if args.quick else args.kills
     other = 1 if args.quick else 3
@@ -334,7 +437,12 @@ def main() -> None:
             sys.exit(f"the uninterrupted study failed:\n{done.stderr[-3000:]}")
         reference = census(uri, N).metrics
         print(f"uninterrupted study: {N} conditions in {span:.1f} s", file=sys.stderr)
-        if args.outages:
+        if args.vanished_and_ray:
+            rows = [_row("sqlite database file moved away, back after 20 s",
+                         vanished_sqlite(tmp, str(audio), reference, figures)),
+                    _row("--executor ray: mlflow server killed, back after 20 s",
+                         ray_server_killed(tmp, str(audio), reference, figures))]
+        elif args.outages:
             rows = [_row("mlflow server killed mid-study: back after 20 s, then gone",
                          server_killed(tmp, str(audio), reference, 2, figures))]
             waiting_bound(tmp, str(audio), figures)

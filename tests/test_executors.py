@@ -132,3 +132,45 @@ def test_unknown_executor_is_refused():
         make_executor("threads")
     with pytest.raises(ConfigError, match="max_in_flight"):
         make_executor("pipelined", max_in_flight=0)
+
+
+class AnswersLost(SequentialExecutor):
+    """Hands trials over as a worker whose recording failed would (``half_written`` set):
+    the first was in fact recorded (only the answer was lost), the second left a run
+    half-written, the third was not recorded at all."""
+
+    def __init__(self, tracker: Tracker):
+        self.tracker = tracker
+        self.recorded = self.half = None
+
+    def execute(self, job, trials, sink):
+        from vampstudy.execute import execute_one
+        from vampstudy.record import record_child
+
+        t = self.tracker
+        exp = t.experiment_id("periodic", create=False)
+        (parent,) = t.find_runs(exp, {"vampstudy.role": "study"}, ("RUNNING",))
+        for i, planned in enumerate(trials):
+            result = execute_one(job, planned)
+            result.half_written = []
+            if i == 0:
+                self.recorded = record_child(t, exp, parent.info.run_id, planned, result.outcome)
+            elif i == 1:
+                self.half = t.start_run(exp, planned.run_name, planned.tags,
+                                        parent_id=parent.info.run_id)
+            sink(result)
+
+
+def test_trials_a_worker_could_not_record_are_recorded_once(backend, clip, tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    study = PeriodicIntervalStudy(intervals=(2, 7, 30))
+    study.controls = False
+    executor = AnswersLost(tracker)
+    result = run_study(study, backend, tracker, clips=clip, executor=executor)
+    kids = tracker.find_runs(result.experiment_id, {"mlflow.parentRunId": result.parent_run_id})
+    keys = [k.data.tags["vampstudy.trial_key"] for k in kids]
+    assert len(kids) == 3 and len(set(keys)) == 3, keys     # each trial once
+    assert all(k.info.status == "FINISHED" for k in kids)
+    assert executor.recorded in {k.info.run_id for k in kids}   # kept, not recorded again
+    assert tracker.get_run(executor.half).info.lifecycle_stage == "deleted"
+    assert tracker.get_run(result.parent_run_id).info.status == "FINISHED"

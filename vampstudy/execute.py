@@ -82,6 +82,10 @@ class TrialResult:
 
     ``run_id`` is set when the executor has already recorded the child run (remote
     recording); ``attempts`` counts tries (executors that retry lost workers).
+    ``half_written`` is None unless a worker tried to record the run and could not (the
+    store did not answer): then the driver records it, after removing the runs listed there
+    (created before the attempt failed) and any the lost answers hid
+    (:meth:`vampstudy.record.Recorder.record`).
     """
 
     planned: PlannedTrial
@@ -91,6 +95,7 @@ class TrialResult:
     run_id: str | None = None
     attempts: int = 1
     seconds: float = 0.0
+    half_written: list | None = None
 
     @property
     def ok(self) -> bool:

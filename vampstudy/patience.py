@@ -9,8 +9,9 @@ executor and the recorder so that a study instead
 * **says so within seconds**: a watchdog thread notices a store call outstanding for more
   than ``notice_after`` seconds and asks the store directly, with its own short timeout
   (:func:`vampstudy.stores.probe_store`: ``GET /health`` of a server, a write transaction
-  on a sqlite file); when that fails it prints one line — since when, and how many finished
-  trials wait — and another when the store answers again;
+  on a sqlite file that must still be the file the store opened); when that fails it
+  prints one line — since when, and how many finished trials wait — and another when the
+  store answers again;
 * **keeps the model busy**: finished trials wait in a queue of at most ``max_waiting``
   (the memory bound; the model loop waits only when it is full) while one recording thread
   records them in order;

@@ -211,11 +211,13 @@ class Recorder:
         """The sink of an executor: record one :class:`~vampstudy.execute.TrialResult`."""
         planned = result.planned
         with self._lock:
-            if self._retrying == planned.key:   # a run created before an answer was lost
-                self.half_written += [r.info.run_id for r in self.tracker.find_runs(
-                    self.experiment_id, {"mlflow.parentRunId": self.parent_id,
-                                         TAG_TRIAL: planned.key}, ("RUNNING",))
-                    if r.info.run_id not in self.half_written]
+            if result.run_id is None and (self._retrying == planned.key
+                                          or result.half_written is not None):
+                # an earlier attempt (this process's, or a worker's) failed: its runs are
+                # half-written, unless one got FINISHED and only the answer was lost
+                self.half_written += [r for r in result.half_written or ()
+                                      if r not in self.half_written]
+                result.run_id = self._settle_attempt(planned, result.ok)
             remove_half_written(self.tracker, self.half_written)
             if result.run_id is None:  # not already recorded by a remote worker
                 self._retrying = planned.key
@@ -231,6 +233,21 @@ class Recorder:
                 logger.error("condition %s failed: %s", planned.run_name, result.error)
                 self.failed.append(planned.trial)
                 self.errors[planned.run_name] = result.error
+
+    def _settle_attempt(self, planned: PlannedTrial, ok: bool) -> str | None:
+        """After a failed attempt to record ``planned``: the id of a FINISHED child of it
+        (recorded, answer lost: adopted, not recorded twice) or None; every other child of
+        it joins :attr:`half_written`."""
+        runs = self.tracker.find_runs(self.experiment_id, {"mlflow.parentRunId": self.parent_id,
+                                                           TAG_TRIAL: planned.key})
+        kept = next((r.info.run_id for r in runs if ok and r.info.status == "FINISHED"), None)
+        self.half_written = [r for r in self.half_written if r != kept]
+        self.half_written += [r.info.run_id for r in runs
+                              if r.info.run_id not in self.half_written and r.info.run_id != kept]
+        if kept is not None:
+            logger.info("the run %s of %s was recorded before its answer was lost; kept",
+                        kept, planned.run_name)
+        return kept
 
     def reload_finished(self) -> None:
         """Outcomes of trials finished in an earlier invocation, rebuilt from their runs."""

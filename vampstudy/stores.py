@@ -216,15 +216,40 @@ def check_experiment_name(name) -> str:
     return name
 
 
-def probe_store(uri: str, timeout: float = 2.0) -> str | None:
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of the file at ``path``, or None when there is none: the same
+    pair later means the same file (moved away and back included), another pair a new file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def database_file_problem(path: Path, identity: tuple[int, int] | None) -> str | None:
+    """Why the sqlite database ``path`` opened as ``identity`` cannot be written now (it is
+    gone, or another file is at its path), else None. Creates nothing."""
+    now = file_identity(path)
+    if now is None:
+        return f"its database file {path} is gone"
+    if identity is not None and now != identity:
+        return (f"its database file {path} was replaced (another file is at its path; "
+                "put the original back)")
+    return None
+
+
+def probe_store(uri: str, timeout: float = 2.0,
+                identity: tuple[int, int] | None = None) -> str | None:
     """Ask the tracking store whether it answers now, without MLflow, within ``timeout`` s.
 
     Returns None when it answers, else why not (a short phrase for the terminal). An
     ``http(s)`` server is asked ``GET /health`` (any HTTP answer below 500 counts: a proxy
     asking for a login is still there); a sqlite store must have its database file and let
-    a write transaction begin (another process holding a lock for longer fails). Stores it
-    cannot ask this way (other databases, Databricks) count as answering: their calls alone
-    tell.
+    a write transaction begin (another process holding a lock for longer fails); with
+    ``identity`` (:func:`file_identity` of the file when the store was opened) it must still
+    be that file, not a new one at its path. Nothing is created: a vanished database is
+    reported, never replaced by an empty one. Stores it cannot ask this way (other databases,
+    Databricks) count as answering: their calls alone tell.
     """
     import sqlite3
     import urllib.error
@@ -243,8 +268,9 @@ def probe_store(uri: str, timeout: float = 2.0) -> str | None:
     db = sqlite_path(uri) if scheme == "sqlite" else None
     if db is None:
         return None
-    if not db.exists():
-        return f"its database file {db} is gone"
+    problem = database_file_problem(db, identity)
+    if problem is not None:
+        return problem
     try:
         conn = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=timeout)
     except sqlite3.Error as exc:

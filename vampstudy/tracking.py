@@ -75,12 +75,14 @@ def _plain(value: Any) -> str:
 
 
 @contextmanager
-def _short_http_retries():
-    """Fail fast when probing a server (MLflow retries HTTP for minutes by default)."""
+def _short_http_retries(force: bool = False):
+    """Fail fast when probing a server (MLflow retries HTTP for minutes by default); the
+    user's own MLFLOW_HTTP_REQUEST_* settings win unless ``force``."""
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
                                              "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    put = os.environ.__setitem__ if force else os.environ.setdefault
+    put("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    put("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
         yield
     finally:
@@ -106,6 +108,44 @@ def _artifact_write(method):
                 where = f"the artifact store of run {run_id}"
             raise TrackingError(stores.artifact_error(str(where), exc)) from exc
     return wrapper
+
+
+class StoreFileGone(TrackingError):
+    """A statement refused because the sqlite database file vanished or was replaced."""
+
+
+_OPENED: dict[str, tuple[int, int]] = {}   # sqlite database path → its file when opened
+
+
+def _guard_database_file(client: MlflowClient, path: Path) -> None:
+    """Refuse every statement, commit and new connection of ``client``'s sqlite store while
+    its database file is not the file the Tracker opened (:data:`_OPENED`).
+
+    Without this, a connection MLflow keeps open goes on writing into a deleted file (work
+    lost without an error) and a new connection creates an empty database at the path. With
+    it, the store call fails with :class:`StoreFileGone`, the probe says why
+    (:func:`vampstudy.stores.database_file_problem`), and :mod:`vampstudy.patience` waits for
+    the file to come back.
+    """
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    engine = getattr(store, "engine", None)
+    if engine is None or getattr(engine, "_vampstudy_guarded", False):
+        return
+    from sqlalchemy import event
+
+    key = str(path)
+
+    def check(*_args, **_kwargs):
+        if key not in _OPENED:   # a Tracker is opening (or creating) the store right now
+            return None
+        problem = stores.database_file_problem(path, _OPENED[key])
+        if problem is not None:
+            raise StoreFileGone(f"the tracking store refused a write: {problem}")
+        return None
+
+    for name in ("before_cursor_execute", "commit", "do_connect"):
+        event.listen(engine, name, check)
+    engine._vampstudy_guarded = True
 
 
 class _Client(MlflowClient):
@@ -185,11 +225,19 @@ class Tracker:
         self.artifact_root: str | None = stores.artifact_root(self.uri)
         self._artifact_uris: dict[str, str] = {}   # run id → artifact URI, while a run is open
         stores.prepare_sqlite_store(self.uri)
+        db = stores.sqlite_path(self.uri)
+        self._db_identity: tuple[int, int] | None = None   # the database file, once opened
         try:
             with stores.store_lock(self.uri), _short_http_retries():
+                if db is not None:
+                    _OPENED.pop(str(db), None)
                 self.client = _Client(tracking_uri=self.uri)
                 self.client.search_experiments(max_results=1)  # creates a new store's tables
                 self._use_artifact_root()
+                if db is not None:
+                    self._db_identity = stores.file_identity(db)
+                    _OPENED[str(db)] = self._db_identity
+                    _guard_database_file(self.client, db)
         except Exception as exc:
             raise TrackingError(
                 f"cannot reach the MLflow tracking store at {self.uri} ({type(exc).__name__}: "
@@ -332,16 +380,19 @@ class Tracker:
     def answers(self, timeout: float = 2.0) -> bool:
         """Whether the store answers now (asked directly, within ``timeout`` s; see
         :func:`vampstudy.stores.probe_store`)."""
-        return stores.probe_store(self.uri, timeout) is None
+        return self.probe(timeout) is None
 
     def probe(self, timeout: float = 2.0) -> str | None:
-        """None when the store answers now, else why not (:func:`vampstudy.stores.probe_store`)."""
-        return stores.probe_store(self.uri, timeout)
+        """None when the store answers now, else why not (:func:`vampstudy.stores.probe_store`;
+        a sqlite store must still be the database file this Tracker opened)."""
+        return stores.probe_store(self.uri, timeout, self._db_identity)
 
-    def fail_fast(self):
+    def fail_fast(self, force: bool = False):
         """A context in which HTTP calls to a tracking server are not retried for minutes
-        (for closing runs after the server went away)."""
-        return _short_http_retries()
+        (for closing runs after the server went away); ``force``: even where the user set
+        MLFLOW_HTTP_REQUEST_* (for a Ray worker, whose failed recording the driver redoes
+        patiently with the user's settings)."""
+        return _short_http_retries(force)
 
     # ------------------------------------------------------ batched writes
     def log_run_batch(self, run_id: str, params: dict | None = None, metrics: dict | None = None,

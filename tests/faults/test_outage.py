@@ -156,6 +156,32 @@ def test_a_real_error_while_the_store_answers_propagates_at_once():
 
 
 # ------------------------------------------------------------ sqlite
+def test_a_vanished_or_replaced_database_file_takes_no_write_and_is_named(tmp_path):
+    import shutil
+
+    from vampstudy.tracking import Tracker
+
+    path = tmp_path / "mlflow.db"
+    tracker = Tracker(f"sqlite:///{path}")
+    exp = tracker.experiment_id("x")
+    run = tracker.start_run(exp, "a", {})
+    away = tmp_path / "away.db"
+    os.rename(path, away)
+    assert tracker.probe() == f"its database file {path} is gone"
+    with pytest.raises(Exception, match="refused a write: its database file .* is gone"):
+        tracker.start_run(exp, "b", {})
+    assert not path.exists(), "an empty database was created in the vanished one's place"
+    shutil.copy(away, path)                 # another file at the path: not the store's
+    assert "was replaced" in tracker.probe()
+    with pytest.raises(Exception, match="was replaced"):
+        tracker.finish(run)
+    os.replace(away, path)                  # the original is back
+    assert tracker.probe() is None
+    tracker.finish(run)
+    assert tracker.start_run(exp, "b", {}) and len(tracker.find_runs(exp, {})) == 2
+    assert tracker.get_run(run).info.status == "FINISHED"
+
+
 def _lock_between_trials(path, proc, k) -> sqlite3.Connection:
     """An exclusive lock on the database, taken once ``k`` conditions are recorded (the study
     frozen meanwhile, so it has not finished); the study is let go on, locked out."""
@@ -190,6 +216,70 @@ def test_locked_sqlite_store_is_reported_and_the_study_finishes_by_itself(tmp_pa
     assert proc.returncode == 0, "\n".join(seen[-40:])
     assert any(BACK in s for s in seen), seen
     assert not [s for s in seen if s.startswith("Error:") or "Traceback" in s]
+    found = census(f"sqlite:///{path}", len(INTERVALS))
+    assert found.intact and found.metrics == reference, found
+
+
+def _vanish_between_trials(path, proc, k):
+    """Move the database file away (``os.rename``) once ``k`` conditions are recorded, the
+    study frozen meanwhile; returns the new place and how many were FINISHED."""
+    n = freeze_after_finished(f"sqlite:///{path}", proc, k)
+    assert k <= n < len(INTERVALS), "the study ended before the database was moved away"
+    away = path.with_name("moved-away.db")
+    try:
+        os.rename(path, away)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    return away, n
+
+
+def test_vanished_sqlite_file_is_reported_and_the_study_finishes_when_it_is_back(
+        tmp_path, music_3s, reference):
+    path = tmp_path / "mlflow.db"
+    proc, lines = _start(study_cmd(f"sqlite:///{path}", str(music_3s)), tmp_path)
+    try:
+        away, _ = _vanish_between_trials(path, proc, 1)
+        line = lines.wait_for(OUTAGE)
+        assert f"its database file {path} is gone" in line and "--tracking-patience" in line
+        assert not path.exists(), "an empty database was created in the vanished one's place"
+        os.rename(away, path)   # the file is back (a remounted share, a restored backup)
+        seen = lines.rest()
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, "\n".join(seen[-40:])
+    assert len([s for s in seen if OUTAGE in s]) == 1 and any(BACK in s for s in seen), seen
+    assert not [s for s in seen if s.startswith("Error:") or "Traceback" in s], seen
+    found = census(f"sqlite:///{path}", len(INTERVALS))
+    assert found.intact and found.metrics == reference, found
+
+
+def test_vanished_sqlite_file_never_back_one_error_line_nothing_lost(tmp_path, music_3s,
+                                                                    reference):
+    path = tmp_path / "mlflow.db"
+    cmd = study_cmd(f"sqlite:///{path}", str(music_3s), "--tracking-patience", "5")
+    proc, lines = _start(cmd, tmp_path)
+    try:
+        away, n = _vanish_between_trials(path, proc, 1)
+        seen = lines.rest()
+    finally:
+        _stop(proc)
+    assert proc.returncode == 1, "\n".join(seen[-40:])
+    assert "Traceback" not in "\n".join(seen)
+    outage = [i for i, s in enumerate(seen) if OUTAGE in s]
+    errors = [i for i, s in enumerate(seen) if s.startswith("Error:")]
+    assert len(outage) == 1 and len(errors) == 1 and outage[0] < errors[0], seen
+    error = seen[errors[0]]
+    assert f"its database file {path} is gone" in error and "(5 s, --tracking-patience)" in error
+    assert error.endswith(" --resume"), error
+    assert not path.exists(), "an empty database was created in the vanished one's place"
+    # nothing written after the file went is lost silently: what was recorded is in the moved
+    # file, the rest is redone by --resume once the file is back
+    # (n + 1 if the study was frozen inside the commit of a condition's last write)
+    assert census(f"sqlite:///{away}", len(INTERVALS)).finished in (n, n + 1)
+    os.rename(away, path)
+    done = subprocess.run(cmd + ["--resume"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
     found = census(f"sqlite:///{path}", len(INTERVALS))
     assert found.intact and found.metrics == reference, found
 
@@ -271,3 +361,37 @@ def test_server_gone_for_good_one_line_after_the_patience_then_resume(tmp_path, 
     assert done.returncode == 0, done.stderr[-2000:]
     found = census(server.url, len(INTERVALS))
     assert found.intact and found.metrics == reference, found
+
+
+def test_ray_workers_hand_trials_to_the_driver_while_the_server_is_away(
+        tmp_path, music_3s, server_store, reference):
+    """``--executor ray``: workers that cannot record do not sit in MLflow's retries; the
+    driver says so within seconds, keeps their trials (bounded) and records them once the
+    server is back (same port, same backend store): FINISHED, every child run once."""
+    pytest.importorskip("ray", reason="--executor ray needs Ray: pip install 'vampstudy[ray]'")
+    store, start = server_store
+    server = start()
+    cmd = study_cmd(server.url, str(music_3s), "--executor", "ray", "--workers", "2")
+    proc, lines = _start(cmd, tmp_path)
+    try:
+        n = freeze_after_finished(store, proc, 1)
+        assert 1 <= n < len(INTERVALS), "the study ended before the server was killed"
+        server.kill()
+        os.kill(proc.pid, signal.SIGCONT)
+        line = lines.wait_for(OUTAGE)   # (how soon: benchmarks/faults.py --outages)
+        assert "no answer" in line, line
+        server = start()
+        seen = lines.rest()
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, "\n".join(seen[-40:])
+    assert any(BACK in s for s in seen), seen
+    assert not [s for s in seen if s.startswith("Error:") or "Traceback" in s], seen
+    found = census(server.url, len(INTERVALS))
+    assert found.intact and found.metrics.keys() == reference.keys(), found
+    for interval, metrics in reference.items():
+        # audio metrics are float32 sums whose last digits depend on torch's thread count (a
+        # Ray worker computes with one thread; test_ray.py); token metrics are exact
+        assert found.metrics[interval] == pytest.approx(metrics, rel=1e-4, abs=1e-6), interval
+        assert {k: v for k, v in found.metrics[interval].items() if "changed_pct" in k} == {
+            k: v for k, v in metrics.items() if "changed_pct" in k}, interval

@@ -15,7 +15,12 @@ Where runs are written: when the job carries a :class:`~vampstudy.execute.Remote
 (a tracking server), each worker records its own child run with
 :func:`vampstudy.record.record_child` and returns the outcome for the analysis; otherwise
 the worker returns the outcome (figures rendered to PNG on the worker) and the driver
-records it.
+records it. A worker asks the server first (:func:`vampstudy.stores.probe_store`) and
+records without MLflow's HTTP retries: when the server does not answer, or a call fails,
+the outcome goes back unrecorded (with the runs created meanwhile) and the driver records
+it through its patient sink (:mod:`vampstudy.patience`) — the same outage line, waiting,
+back-off and ``--tracking-patience`` as the local executors. At most ``workers`` + 1 results
+wait for the sink, so an outage holds memory bounded.
 
 Faults: a worker process that dies (killed, out of memory) fails its trial with
 :class:`ray.exceptions.RayActorError`; a fresh worker replaces it and the trial is retried,
@@ -42,7 +47,8 @@ import tempfile
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 
 import ray
@@ -88,6 +94,7 @@ class _Returned:
     traceback: str | None
     run_id: str | None
     seconds: float
+    half_written: list | None = None
 
 
 class _Worker:
@@ -114,17 +121,39 @@ class _Worker:
     def run(self, position: int) -> _Returned:
         planned = self.trials[position]
         result = execute_one(self.job, planned, self.backend)
-        run_id = None
-        remote = self.job.remote
-        if remote is not None:  # a tracking store error propagates: the driver stops the study
-            from ..record import record_child
-
-            run_id = record_child(self.tracker, remote.experiment_id, remote.parent_run_id,
-                                  planned, result.outcome, result.error, result.traceback)
+        run_id, half_written = None, None
+        if self.job.remote is not None:
+            run_id, half_written = self._record(planned, result)
         if result.outcome is not None:
             render_figures(result.outcome)
         return _Returned(position, result.outcome, result.error, result.traceback, run_id,
-                         result.seconds)
+                         result.seconds, half_written)
+
+    def _record(self, planned, result) -> tuple:
+        """Record the trial's child run on the tracking server: ``(run_id, None)``; or, when
+        the server does not answer (asked first with the driver's short probe) or a call
+        fails, ``(None, runs created meanwhile)``: the driver then records the trial
+        patiently (:mod:`vampstudy.patience`) instead of this worker sitting in MLflow's
+        retries, unseen."""
+        from ..record import record_child
+        from ..stores import probe_store
+
+        remote = self.job.remote
+        reason = probe_store(remote.tracking_uri)
+        if reason is not None:
+            logger.info("%s: the tracking server does not answer (%s); the driver records it",
+                        planned.run_name, reason)
+            return None, []
+        created: list = []
+        try:
+            with self.tracker.fail_fast(force=True):
+                return record_child(self.tracker, remote.experiment_id, remote.parent_run_id,
+                                    planned, result.outcome, result.error, result.traceback,
+                                    created=created), None
+        except Exception as exc:   # redone by the driver, which tells a real error from an outage
+            logger.info("%s: recording failed on the worker (%s); the driver records it",
+                        planned.run_name, exc)
+            return None, created
 
 
 # ----------------------------------------------------------------- driver side
@@ -303,10 +332,17 @@ class RayExecutor(Executor):
 
         try:
             while queue or in_flight:
-                while queue and idle:
+                # at most workers + 1 results wait for the sink (which waits itself while the
+                # store is away): memory stays bounded however long an outage lasts
+                reap(wait=False)
+                while queue and idle and len(sinking) <= self.workers:
                     actor = idle.popleft()
                     pos, attempt = queue.popleft()
                     in_flight[actor.run.remote(pos)] = (actor, pos, attempt)
+                if not in_flight:   # every worker idle until the sink takes a result
+                    wait_futures(list(sinking), timeout=1.0, return_when=FIRST_COMPLETED)
+                    reap(wait=False)
+                    continue
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
                 reap(wait=False)
                 for ref in ready:
@@ -315,27 +351,20 @@ class RayExecutor(Executor):
                     try:
                         ret = ray.get(ref)
                     except RayActorError as exc:   # the worker process died
-                        self.stats["deaths"] += 1
-                        self._retire(actor)
-                        reason = _reason(exc)
-                        self._close_orphans(planned, reason)
-                        if attempt <= self.max_retries:
-                            logger.warning("worker died running %s (attempt %d: %s); retrying on "
-                                           "a fresh worker", planned.run_name, attempt, reason)
+                        given_up = self._worker_died(exc, actor, planned, attempt)
+                        if given_up is None:
                             queue.appendleft((pos, attempt + 1))
                         else:
-                            emit(TrialResult(planned, None,
-                                             f"WorkerDied: the Ray worker running this trial died "
-                                             f"{attempt} times (--max-retries {self.max_retries}); "
-                                             f"last: {reason}", attempts=attempt))
+                            emit(given_up)
                         if queue:
                             idle.append(self._new_actor(payload_ref))
                         continue
-                    except RayTaskError as exc:    # recording on the worker failed
+                    except RayTaskError as exc:    # the worker itself failed
                         raise exc.as_instanceof_cause() from None
                     idle.append(actor)
                     emit(TrialResult(planned, ret.outcome, ret.error, ret.traceback, ret.run_id,
-                                     attempts=attempt, seconds=ret.seconds))
+                                     attempts=attempt, seconds=ret.seconds,
+                                     half_written=ret.half_written))
             reap(wait=True)
             self.stats["run_s"] = time.time() - run_started
         except BaseException:
@@ -347,6 +376,21 @@ class RayExecutor(Executor):
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _worker_died(self, exc: BaseException, actor, planned, attempt: int):
+        """Retire a worker that died running ``planned``: None when the trial is to be tried
+        again, else its FAILED result (``max_retries`` exhausted)."""
+        self.stats["deaths"] += 1
+        self._retire(actor)
+        reason = _reason(exc)
+        self._close_orphans(planned, reason)
+        if attempt <= self.max_retries:
+            logger.warning("worker died running %s (attempt %d: %s); retrying on a fresh worker",
+                           planned.run_name, attempt, reason)
+            return None
+        return TrialResult(planned, None, f"WorkerDied: the Ray worker running this trial died "
+                           f"{attempt} times (--max-retries {self.max_retries}); last: {reason}",
+                           attempts=attempt)
 
     def _close_orphans(self, planned, reason: str) -> None:
         """Mark KILLED the child runs that dead workers left RUNNING on the tracking server."""
