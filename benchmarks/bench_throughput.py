@@ -44,7 +44,18 @@ Usage::
     python benchmarks/bench_throughput.py --only help,ratio
     python benchmarks/bench_throughput.py --only lengths --lengths 10,60
 
-``--only`` takes any of ``help``, ``ratio``, ``seeds``, ``latency``, ``lengths``. Run it on an idle
+* ``growth`` — memory growth with trials (issue 19): the study with a near-free test
+  backend (``instant-test``, :class:`vampstudy.testing.InstantBackend`; NOT a model) on a
+  real 10 s clip (fuel_2.wav, mono, repeated to 10 s), 11 intervals × 2 seeds against
+  × 20 seeds: the growth of the peak **tree PSS** (goal <= 100 MB). In the same runs, the
+  time from starting the process to its first model call, study against the bare loop
+  (goal <= bare + 0.5 s), and the study's own phase figures (``phase_*_s``).
+
+Memory is measured two ways: the child's own peak RSS (``os.wait4``) and the peak of its
+whole process tree's PSS, the sum of ``Pss`` in /proc/PID/smaps_rollup over the child
+and all its descendants, sampled every 0.15 s (pages shared between processes count once).
+
+``--only`` takes any of ``help``, ``ratio``, ``seeds``, ``latency``, ``lengths``, ``growth``. Run it on an idle
 machine: other processes on the same cores change every figure.
 """
 
@@ -100,6 +111,49 @@ class Measured:
     peak_rss: int          # bytes
     rc: int
     out: str
+    peak_pss: int = 0      # bytes: the largest sampled PSS of the child's whole process tree
+    first_vamp_s: float | None = None   # start of the child → its first model call
+
+
+#: Seconds between two samples of a child's process-tree PSS.
+PSS_INTERVAL_S = 0.15
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (from each process' parent in /proc/*/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    return tree
+
+
+def tree_pss(pid: int) -> int:
+    """Proportional set size of ``pid``'s process tree in bytes: the sum of ``Pss`` in each
+    process' /proc/PID/smaps_rollup (a page shared by n processes counts 1/n in each, so
+    the sum counts it once). 0 where /proc has no smaps_rollup (not Linux)."""
+    total = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:   # gone meanwhile, or not readable
+            continue
+    return total
 
 
 #: Extra environment of every child (``--threads`` sets the math libraries' thread counts).
@@ -107,14 +161,26 @@ CHILD_ENV: dict[str, str] = {}
 
 
 def measure(cmd: list[str], cwd: str | None = None, timeout: float | None = None) -> Measured:
-    """Run ``cmd`` as a child; its wall clock and its own peak RSS (``os.wait4``)."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore", **CHILD_ENV)
+    """Run ``cmd`` as a child; its wall clock, its own peak RSS (``os.wait4``), the peak of
+    its process tree's PSS (sampled every :data:`PSS_INTERVAL_S`) and, for the test
+    backends, the time from starting it to its first model call
+    (:data:`vampstudy.testing.FIRST_VAMP_ENV`)."""
+    stamp = tempfile.NamedTemporaryFile(prefix="first-vamp-", delete=False)
+    stamp.close()
+    os.unlink(stamp.name)
+    env = dict(os.environ, PYTHONWARNINGS="ignore", VAMPSTUDY_TEST_FIRST_VAMP_FILE=stamp.name,
+               **CHILD_ENV)
+    started_at = time.time()
     start = time.perf_counter()
+    peak_pss, next_sample = 0, start
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = None if timeout is None else start + timeout
         timed_out = False
         while True:
+            if time.perf_counter() >= next_sample:
+                peak_pss = max(peak_pss, tree_pss(proc.pid))
+                next_sample = time.perf_counter() + PSS_INTERVAL_S
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -128,8 +194,13 @@ def measure(cmd: list[str], cwd: str | None = None, timeout: float | None = None
         proc.returncode = os.waitstatus_to_exitcode(status)
         log.seek(0)
         out = log.read()
+    first = None
+    if os.path.exists(stamp.name):
+        with open(stamp.name) as f:
+            first = float(f.read()) - started_at
+        os.unlink(stamp.name)
     return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,
-                    124 if timed_out else proc.returncode, out)
+                    124 if timed_out else proc.returncode, out, peak_pss, first)
 
 
 def vampstudy_cmd() -> list[str]:
@@ -159,6 +230,25 @@ def create_store(workdir: Path) -> Measured:
     return measure([sys.executable, "-c", code], cwd=str(workdir))
 
 
+def parent_metrics(db: Path, prefixes=("phase_", "model_busy", "wall_seconds")) -> dict:
+    """The study run's own figures (its latest values of the metrics named by ``prefixes``)."""
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT key, value FROM latest_metrics").fetchall()
+    return {k: float(v) for k, v in rows if k.startswith(prefixes)}
+
+
+def phases_line(metrics: dict) -> str:
+    """``model 1.2 s, measure 3.4 s, ...`` from :func:`parent_metrics`."""
+    names = ("startup", "model", "measure", "record", "analysis")
+    parts = [f"{n} {metrics['phase_' + n + '_s']:.1f} s" for n in names
+             if f"phase_{n}_s" in metrics]
+    if "model_busy_fraction" in metrics:
+        parts.append(f"model busy {metrics['model_busy_fraction']:.2f}")
+    return ", ".join(parts) or "no phase metrics (older vampstudy)"
+
+
 def study_seconds(db: Path) -> float | None:
     """The parent run's ``wall_seconds`` metric (the runner's own clock)."""
     if not db.exists():
@@ -184,6 +274,30 @@ def write_clip(path: Path, seconds: float) -> None:
         w.setsampwidth(2)
         w.setframerate(44100)
         w.writeframes(pcm.tobytes())
+
+
+def write_real_clip(path: Path, seconds: float = 10.0) -> None:
+    """A real recording of ``seconds``: /work/shared/audio/fuel_2.wav (or the shipped
+    excerpt's source, 6.15 s), mixed to mono and repeated to the length, as 16-bit WAV."""
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(REAL_CLIP), "rb") as r:
+        rate, channels = r.getframerate(), r.getnchannels()
+        x = np.frombuffer(r.readframes(r.getnframes()), dtype="<i2").reshape(-1, channels)
+    mono = x.astype(np.float64).mean(axis=1)
+    n = int(round(seconds * rate))
+    pcm = np.tile(mono, -(-n // len(mono)))[:n].round().astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+#: The real recording the growth and start-up rows use (see tests/data/README.md).
+REAL_CLIP = Path("/work/shared/audio/fuel_2.wav")
 
 
 # ------------------------------------------------------------------ rows
@@ -264,9 +378,54 @@ def bench_ratio(table: Table, tmp: Path, repeats: int, timeout: float,
     table.add("study peak RSS", mb(study_rss))
     table.add("study / bare peak RSS", f"{study_rss / bare_rss:.2f}x", "<= 1.3",
               study_rss / bare_rss <= 1.3)
+    bare_pss = max(m.peak_pss for m in bares)
+    study_pss = max(m.peak_pss for m in studies)
+    table.add("study / bare peak tree PSS", f"{study_pss / bare_pss:.2f}x ({mb(study_pss)} vs "
+              f"{mb(bare_pss)})", "<= 1.5", study_pss / bare_pss <= 1.5)
 
 
 SLEEPY = "vampstudy.testing:SleepyBackend"
+INSTANT = "vampstudy.testing:InstantBackend"
+
+
+def bench_growth(table: Table, tmp: Path, timeout: float, few: int = 2, many: int = 20) -> None:
+    """Peak tree PSS of a study with a near-free model, ``few`` vs ``many`` seeds × 11
+    intervals on a real 10 s clip; and start to first model call, study vs bare loop."""
+    wav = tmp / "real10s.wav"
+    write_real_clip(wav, 10.0)
+    intervals = ",".join(map(str, NOTEBOOK_INTERVALS))
+    bare = measure([sys.executable, str(Path(__file__).resolve()), "--bare", "--backend", INSTANT,
+                    "--audio", str(wav), "--intervals", intervals,
+                    "--seeds", ",".join(map(str, range(few)))], cwd=str(tmp), timeout=timeout)
+    runs = {}
+    for n in (few, many):
+        work = tmp / f"growth{n}"
+        create_store(work)
+        m, _ = run_study(work, ["--audio", str(wav), "--no-controls",
+                                "--seeds", ",".join(map(str, range(n)))],
+                         timeout, backend=INSTANT)
+        if m.rc:
+            table.add(f"growth, {n} seeds", "failed (see above)")
+            return
+        runs[n] = (m, parent_metrics(work / "mlflow.db"))
+    (m_few, p_few), (m_many, p_many) = runs[few], runs[many]
+    k = len(NOTEBOOK_INTERVALS)
+    table.add(f"instant-test, real 10 s clip: peak tree PSS, {k * few} / {k * many} trials",
+              f"{mb(m_few.peak_pss)} / {mb(m_many.peak_pss)} (peak RSS {mb(m_few.peak_rss)} / "
+              f"{mb(m_many.peak_rss)}; wall {m_few.wall_s:.1f} s / {m_many.wall_s:.1f} s)")
+    grow = m_many.peak_pss - m_few.peak_pss
+    table.add(f"  tree PSS growth, {k * many} vs {k * few} trials",
+              f"{grow / 1024 ** 2:+,.0f} MB ({grow / (k * (many - few)) / 1024 ** 2:.2f} MB a trial)",
+              "<= 100 MB", grow <= 100 * 1024 ** 2)
+    table.add(f"  phases, {k * many} trials", phases_line(p_many))
+    if bare.first_vamp_s is None or m_few.first_vamp_s is None:
+        table.add("start to first model call", "not measured (no first-call stamp)")
+        return
+    extra = m_few.first_vamp_s - bare.first_vamp_s
+    table.add("start to first model call: bare loop / study",
+              f"{bare.first_vamp_s:.2f} s / {m_few.first_vamp_s:.2f} s ({extra:+.2f} s; "
+              f"study's own phase_startup_s {p_few.get('phase_startup_s', float('nan')):.2f} s)",
+              "<= bare + 0.5 s", extra <= 0.5)
 
 
 def bench_latency(table: Table, tmp: Path, timeout: float, seeds=(0, 1, 2)) -> None:
@@ -324,8 +483,9 @@ def bench_lengths(table: Table, tmp: Path, lengths: list[float], timeout: float)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Skip the 600 s clip.")
-    parser.add_argument("--only", default="help,ratio,seeds,latency,lengths",
-                        help="Comma-separated subset of: help, ratio, seeds, latency, lengths.")
+    parser.add_argument("--only", default="help,ratio,seeds,latency,lengths,growth",
+                        help="Comma-separated subset of: help, ratio, seeds, latency, lengths, "
+                             "growth.")
     parser.add_argument("--lengths", default=None, metavar="S,S,...",
                         help="Clip lengths in seconds (default 10,60,120,600).")
     parser.add_argument("--repeats", type=int, default=1,
@@ -352,7 +512,7 @@ def main() -> None:
         CHILD_ENV.update({k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                           "OPENBLAS_NUM_THREADS")})
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    parts = ("help", "ratio", "seeds", "latency", "lengths")
+    parts = ("help", "ratio", "seeds", "latency", "lengths", "growth")
     unknown = only - set(parts)
     if unknown:
         parser.error(f"--only: unknown part(s) {sorted(unknown)}; use {', '.join(parts)}")
@@ -373,6 +533,8 @@ def main() -> None:
             bench_latency(table, Path(tmp), args.timeout)
         if "lengths" in only:
             bench_lengths(table, Path(tmp), lengths, args.timeout)
+        if "growth" in only:
+            bench_growth(table, Path(tmp), args.timeout)
     print()
     print(table.render())
     print(f"(load average at the end {os.getloadavg()[0]:.2f})")

@@ -374,6 +374,14 @@ def check_audible(signal: AudioSignal, label: str) -> float:
     return loudness
 
 
+def wav_bytes_to_signal(data: bytes) -> AudioSignal:
+    """The inverse of :func:`signal_to_wav_bytes`: float32 samples, every channel, the file's rate."""
+    import soundfile as sf
+
+    samples, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return AudioSignal(torch.from_numpy(np.ascontiguousarray(samples.T))[None], int(sr))
+
+
 def signal_to_wav_bytes(signal: AudioSignal, index: int = 0) -> bytes:
     """Encode batch item ``index`` of a signal as 32-bit float WAV bytes.
 

@@ -240,6 +240,9 @@ def _execution_options() -> list[click.Option]:
                      help="How long the tracking store may not answer (a server restarting, a "
                           "locked sqlite file) before the study stops; meanwhile finished "
                           "trials wait to be recorded and model calls go on."),
+        click.Option(["--system-metrics"], is_flag=True,
+                     help="Log MLflow's system metrics (CPU, memory, disk, network; GPU when "
+                          "nvidia-ml-py is installed) on the study's parent run."),
         click.Option(["--dry-run"], is_flag=True,
                      help="Check every option and input, print the planned conditions and the "
                           "number of runs, and exit without running or logging anything."),
@@ -400,7 +403,7 @@ def _check_before_study(b, tracker, audio) -> None:
 
 def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats, experiment,
          resume, config, check, visqol, max_seconds, dry_run, executor, tracking_patience,
-         controls, embedding, **rest):
+         controls, embedding, system_metrics=False, **rest):
     from .runner import run_study
     from .study import Study
     from .tracking import Tracker
@@ -440,6 +443,7 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
         resume=resume, check_status=check_status,
         executor=_make_executor(executor, executor_opts),
         max_seconds=max_seconds, tracking_patience=tracking_patience, notify=_notify,
+        system_metrics=system_metrics,
         backend_spec=(b.name if backend == "auto" else backend,
                       {"device": device, **{k: v for k, v in ckpts.items() if v}}),
         resolved_config={**study.get_params(), "backend": b.name, "device": device,
@@ -827,6 +831,11 @@ def show(run_id, wide, tracking_uri):
     click.echo(f"{info.run_name}  [{info.status}]  run {info.run_id}")
     click.echo(f"backend: {run.data.params.get('backend', '?')} — "
                f"{run.data.params.get('backend_description', '')}")
+    from .phases import phase_summary
+
+    phases = phase_summary(run.data.metrics)
+    if phases:
+        click.echo(phases)
     if info.status != "FINISHED":
         from .record import study_state
 

@@ -86,6 +86,9 @@ class TrialResult:
     store did not answer): then the driver records it, after removing the runs listed there
     (created before the attempt failed) and any the lost answers hid
     (:meth:`vampstudy.record.Recorder.record`).
+    ``model_started`` (``time.time()`` when the model stage began), ``model_s`` and
+    ``measure_s`` (seconds in each stage) are set by executors that time the stages
+    (:mod:`vampstudy.phases`); None where unknown.
     """
 
     planned: PlannedTrial
@@ -96,6 +99,9 @@ class TrialResult:
     attempts: int = 1
     seconds: float = 0.0
     half_written: list | None = None
+    model_started: float | None = None
+    model_s: float | None = None
+    measure_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -136,13 +142,22 @@ def failed(planned: PlannedTrial, exc: BaseException, started: float) -> TrialRe
 
 
 def execute_one(job: Job, planned: PlannedTrial, backend=None) -> TrialResult:
-    """Run one trial on ``backend`` (the job's by default); a failure becomes a FAILED result."""
+    """Run one trial on ``backend`` (the job's by default); a failure becomes a FAILED result.
+
+    Like :func:`run_trial`, with each stage timed (``model_s``, ``measure_s``).
+    """
+    study, trial, backend = job.study, planned.trial, backend or job.backend
     started = time.time()
     try:
-        outcome = run_trial(job.study, planned.trial, backend or job.backend)
+        seed_everything(trial.seed)
+        staged = study.model_stage(trial, backend)
+        model_done = time.time()
+        outcome = _checked(study, study.measure_stage(trial, staged, backend), trial)
     except Exception as exc:  # KeyboardInterrupt and SystemExit propagate
         return failed(planned, exc, started)
-    return TrialResult(planned, outcome, seconds=time.time() - started)
+    ended = time.time()
+    return TrialResult(planned, outcome, seconds=ended - started, model_started=started,
+                       model_s=model_done - started, measure_s=ended - model_done)
 
 
 class Executor:
@@ -213,13 +228,17 @@ class PipelinedExecutor(Executor):
                 stop.set()
                 raise
 
-        def measure_and_sink(planned, staged, started):
+        def measure_and_sink(planned, staged, started, model_s):
             if stop.is_set():
                 return
+            measure_started = time.time()
             try:
                 outcome = _checked(study, study.measure_stage(planned.trial, staged, backend),
                                    planned.trial)
-                result = TrialResult(planned, outcome, seconds=time.time() - started)
+                ended = time.time()
+                result = TrialResult(planned, outcome, seconds=ended - started,
+                                     model_started=started, model_s=model_s,
+                                     measure_s=ended - measure_started)
             except Exception as exc:
                 result = failed(planned, exc, started)
             sink_once(result)
@@ -238,7 +257,8 @@ class PipelinedExecutor(Executor):
                     result = failed(planned, exc, started)
                     pending.append(pool.submit(sink_once, result))
                 else:
-                    pending.append(pool.submit(measure_and_sink, planned, staged, started))
+                    pending.append(pool.submit(measure_and_sink, planned, staged, started,
+                                               time.time() - started))
                 drain(self.max_in_flight)
             drain(0)
         except KeyboardInterrupt:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import logging
 
 import numpy as np
@@ -135,14 +136,21 @@ class _Page:
 
     def __init__(self, label: str, cap: float, target: float = levels.TARGET_LUFS):
         self.label, self.cap, self.target = label, cap, target
-        self._audio: dict[int, tuple[str, float, float]] = {}
+        self._audio: dict[object, tuple[str, float, float]] = {}
 
-    def player(self, signal, artifact: str) -> str:
-        key = id(signal)
-        if key not in self._audio:
+    def player(self, signal, artifact: str, key=None) -> str:
+        """An audio player; encoded once per ``key`` when one is given (an original clip).
+
+        Outputs pass no key: each is read back from the store, used and freed, and a
+        freed signal's ``id`` can be reused by the next one.
+        """
+        cached = self._audio.get(key) if key is not None else None
+        if cached is None:
             matched, gain_db = levels.match_loudness(signal, self.target)
-            self._audio[key] = (audio_data_uri(matched, self.cap), gain_db, levels.peak(matched))
-        uri, gain_db, matched_peak = self._audio[key]
+            cached = (audio_data_uri(matched, self.cap), gain_db, levels.peak(matched))
+            if key is not None:
+                self._audio[key] = cached
+        uri, gain_db, matched_peak = cached
         total = _duration(signal)
         note = ""
         if total > self.cap + 1e-6:
@@ -203,10 +211,12 @@ def _condition_card(page: _Page, group, names) -> str:
         if o is not group[0] and mask is not None and first_mask is not None \
                 and not np.array_equal(mask, first_mask):
             extra = page.mask(mask, "", _drawn(o, "mask"))
+        output = o.audio["output"]   # read back from the store: one output at a time
         media.append(f"<figure><figcaption>seed {o.trial.seed}</figcaption>"
-                     f"{page.player(o.audio['output'], 'audio/output.wav of this condition’s run')}"
-                     f"{page.spectrogram(o.audio['output'], title, _drawn(o, 'spectrogram'))}"
+                     f"{page.player(output, 'audio/output.wav of this condition’s run')}"
+                     f"{page.spectrogram(output, title, _drawn(o, 'spectrogram'))}"
                      f"{extra}</figure>")
+        del output
     return (f"<section class='card'><h3>{html.escape(name)}</h3>{_metrics_table(group, names)}"
             f"<div class='media'>{''.join(media)}</div></section>")
 
@@ -220,16 +230,20 @@ def listening_report(outcomes, session, title: str) -> str:
         f"{html.escape(backend.description)}. These are not VampNet's outputs.</p>")
     per_clip = [(clip, group_outcomes(outcomes, clip)) for clip in session.clips]
     n_players = sum(1 + sum(len(g) for g in groups) for _, groups in per_clip)
-    stimuli = [clip.signal for clip, _ in per_clip]
-    stimuli += [o.audio["output"] for _, groups in per_clip for g in groups for o in g]
+    # a generator: each output is read, measured and freed before the next
+    stimuli = itertools.chain((clip.signal for clip, _ in per_clip),
+                              (o.audio["output"] for _, groups in per_clip for g in groups
+                               for o in g))
     page = _Page(label, preview_seconds(n_players), levels.matching_target(stimuli))
     names = _metric_names(outcomes)
     seeds = sorted({o.trial.seed for o in outcomes}) or list(session.seeds)
     sections = []
     for index, (clip, groups) in enumerate(per_clip):
         suffix = "" if len(session.clips) == 1 else f"_{clip.name}"
+        player = page.player(clip.signal, f"audio/original{suffix}.wav of the study run",
+                             key=("original", index))
         original = (f"<section class='card'><h3>original</h3><div class='media'><figure>"
-                    f"{page.player(clip.signal, f'audio/original{suffix}.wav of the study run')}"
+                    f"{player}"
                     f"{page.spectrogram(clip.signal, 'original')}</figure></div></section>")
         cards = "".join(_condition_card(page, g, names) for g in groups)
         sections.append(f"<h2>{html.escape(clip.name)} <small>{html.escape(clip.identity['path'])}"

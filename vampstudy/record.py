@@ -19,14 +19,17 @@ All tracking goes through :class:`vampstudy.tracking.Tracker` (the one mlflow mo
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import socket
-import tempfile
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from .plan import TAG_CHECK, TAG_CONFIG, TAG_NOTE, TAG_ROLE, TAG_TRIAL, Plan, PlannedTrial
+from .stored import StoredArrays, StoredAudio, compact_outcome
 from .study import Outcome, Record, Trial
 
 logger = logging.getLogger(__name__)
@@ -155,6 +158,7 @@ class Recorder:
         self.half_written: list[str] = []   # children of failed recordings, removed on retry
         self._retrying: str | None = None    # trial key whose last recording attempt failed
         self._lock = threading.Lock()
+        self.system_metrics = None   # a vampstudy.tracking.SystemMetrics on the parent, if any
 
     # ------------------------------------------------------------ parent
     def find_resumable(self) -> bool:
@@ -228,6 +232,9 @@ class Recorder:
                 self.half_written.clear()
             if result.ok:
                 result.outcome.trial, result.outcome.run_id = planned.trial, result.run_id
+                # recorded: its audio, arrays and figures are read back from the run when
+                # needed, so that memory does not grow with the trials (vampstudy.stored)
+                compact_outcome(result.outcome, self.tracker.artifact_reader(result.run_id))
                 self.outcomes[planned.key] = result.outcome
             else:
                 logger.error("condition %s failed: %s", planned.run_name, result.error)
@@ -251,11 +258,10 @@ class Recorder:
 
     def reload_finished(self) -> None:
         """Outcomes of trials finished in an earlier invocation, rebuilt from their runs."""
-        with tempfile.TemporaryDirectory() as tmp:
-            for planned in self.plan.trials:
-                run = self.finished_runs.get(planned.key)
-                if run is not None and planned.key not in self.outcomes:
-                    self.outcomes[planned.key] = reload_outcome(self.tracker, run, planned.trial, tmp)
+        for planned in self.plan.trials:
+            run = self.finished_runs.get(planned.key)
+            if run is not None and planned.key not in self.outcomes:
+                self.outcomes[planned.key] = reload_outcome(self.tracker, run, planned.trial)
 
     def ordered_outcomes(self) -> list[Outcome]:
         return [self.outcomes[t.key] for t in self.plan.trials if t.key in self.outcomes]
@@ -266,8 +272,15 @@ class Recorder:
 
     def finish(self, status: str, metrics: dict | None = None, tags: dict | None = None,
                traceback_text: str | None = None) -> None:
-        """Close the parent with ``status`` (and a traceback artifact when given)."""
+        """Close the parent with ``status`` (and a traceback artifact when given); stop its
+        system metrics first."""
         t = self.tracker
+        monitor, self.system_metrics = self.system_metrics, None
+        try:
+            if monitor is not None:
+                monitor.stop()
+        except Exception as exc:  # figures about the machine must not lose the study
+            logger.warning("could not log the last system metrics: %s", exc)
         try:
             if traceback_text:
                 t.log_text(self.parent_id, traceback_text, "traceback.txt")
@@ -313,21 +326,27 @@ def study_state(run, n_finished: int) -> list[str]:
     return [f"FAILED: {what}; {done}.", f"Fix the cause, then continue with:  {resume}"]
 
 
-def reload_outcome(tracker, run, trial: Trial, tmp: str) -> Outcome:
-    """Rebuild an Outcome of an earlier invocation from its MLflow run."""
-    from audiotools import AudioSignal
+def reload_outcome(tracker, run, trial: Trial, tmp: str | None = None) -> Outcome:
+    """Rebuild an Outcome of an earlier invocation from its MLflow run.
 
+    Its params, metrics and series are read now; its audio and arrays are handles that
+    read the run's files on access (:mod:`vampstudy.stored`), as for a trial recorded in
+    this invocation; figures are not reloaded. ``tmp`` is no longer used.
+    """
     run_id = run.info.run_id
     metrics = dict(run.data.metrics)
     history = tracker.client.get_metric_history(run_id, "tokens_changed_pct_by_codebook")
     series = {"tokens_changed_pct_by_codebook": [m.value for m in sorted(history, key=lambda m: m.step)]}
-    arrays = tracker.load_arrays(run_id, str(Path(tmp) / run_id))
-    audio = {}
-    for path in tracker.list_artifacts(run_id, "audio"):
-        local = tracker.download(run_id, path, str(Path(tmp) / run_id))
-        audio[Path(path).stem] = AudioSignal(local)
+    reader = tracker.artifact_reader(run_id)
+    names = tracker.list_artifacts(run_id)
+    arrays: list[str] = []
+    if "arrays.npz" in names:
+        with np.load(io.BytesIO(reader.read("arrays.npz"))) as data:
+            arrays = list(data.files)
+    audio = [Path(p).stem for p in tracker.list_artifacts(run_id, "audio") if p.endswith(".wav")]
     params = dict(run.data.params)
-    return Outcome(params=params, metrics=metrics, series=series, arrays=arrays, audio=audio,
+    return Outcome(params=params, metrics=metrics, series=series,
+                   arrays=StoredArrays(arrays, reader), audio=StoredAudio(audio, reader),
                    trial=trial, run_id=run_id)
 
 

@@ -31,6 +31,7 @@ from .executors import make_executor
 from .levels import with_clipping_note
 from .memory import release_free_memory
 from .patience import DEFAULT_PATIENCE, PatientSink, StoreOutage
+from .phases import PhaseClock
 from .plan import Plan, backend_note, plan_study
 from .record import TAG_FAILED, TAG_FAILED_STAGE, Recorder
 from .study import Outcome, PreparedClip, Record, Session, Study, Summary, Trial
@@ -160,7 +161,8 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
               backend_spec: tuple | None = None,
               max_seconds: float | None = audio_io.DEFAULT_MAX_SECONDS,
               tracking_patience: float = DEFAULT_PATIENCE,
-              notify: Callable[[str], None] | None = None) -> StudyResult:
+              notify: Callable[[str], None] | None = None,
+              system_metrics: bool = False) -> StudyResult:
     """Run ``study`` on ``backend`` and log it to ``tracker``: plan, execute, record.
 
     Parameters
@@ -195,6 +197,12 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
         calls go on.
     notify : callable, optional
         Receives the one-line outage messages (default: a ``logging`` warning).
+    system_metrics : bool
+        Log MLflow's system metrics (CPU, memory, GPU when ``nvidia-ml-py`` is importable)
+        on the parent run while the study runs.
+
+    The parent run also records where the time went (:mod:`vampstudy.phases`:
+    ``phase_*_s``, ``model_busy_fraction``).
 
     Raises
     ------
@@ -210,6 +218,7 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
         The store failed, or did not answer for ``tracking_patience`` seconds.
     """
     started = time.time()
+    clock = PhaseClock()
     seeds = [int(s) for s in seeds] or [0]
     study.validate(backend)
     clips = clips if clips is not None else prepare_clips(backend, audio, max_seconds=max_seconds)
@@ -242,6 +251,8 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
                              {"mlflow.note.content": backend_note(backend)})
     parent_id = recorder.parent_id
     try:
+        if system_metrics:
+            recorder.system_metrics = tracker.system_metrics(parent_id)
         recorder.record_summary(prepared)
     except BaseException as exc:
         _close(recorder, exc, "prepare")
@@ -257,7 +268,9 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
 
     def sink(result) -> None:
         nonlocal done_count
+        record_started = time.time()
         recorder.record(result)
+        clock.add_trial(result, time.time() - record_started)
         release_free_memory()   # the trial's buffers are freed; keep the resident size flat
         done_count += 1
         if progress:
@@ -273,16 +286,17 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
     patient = PatientSink(sink, tracker.probe, tracking_patience, notify=notify)
     _execute(executor, job, plan, recorder, patient)
     try:
-        return _analyze_and_close(study, session, plan, recorder, patient, started)
+        return _analyze_and_close(study, session, plan, recorder, patient, started, clock)
     finally:
         patient.close()
 
 
 def _analyze_and_close(study: Study, session: Session, plan: Plan, recorder: Recorder,
-                       patient: PatientSink, started: float) -> StudyResult:
+                       patient: PatientSink, started: float, clock: PhaseClock) -> StudyResult:
     """Reload the reused outcomes, analyse, record the summary and close the parent; every
     store call patient (:mod:`vampstudy.patience`)."""
     tracker, parent_id, call = recorder.tracker, recorder.parent_id, patient.call
+    analysis_started = time.time()
     try:
         call(recorder.reload_finished)
         ordered = recorder.ordered_outcomes()
@@ -303,9 +317,10 @@ def _analyze_and_close(study: Study, session: Session, plan: Plan, recorder: Rec
     except Exception as exc:
         _close(recorder, exc, "analyze")
         raise AnalysisFailed(study.name, parent_id, len(recorder.outcomes), exc) from exc
+    clock.analysis_s = time.time() - analysis_started
     result.seconds = time.time() - started
     metrics = {"n_finished": len(ordered), "n_failed": len(recorder.failed),
-               "wall_seconds": result.seconds}
+               "wall_seconds": result.seconds, **clock.metrics(result.seconds)}
     status, tags = "FINISHED", {}
     if recorder.failed:
         status = "FAILED"

@@ -14,11 +14,20 @@ executor scales with workers on a machine with few cores. Load it by ``module:Cl
     vampstudy run periodic --backend vampstudy.testing:SleepyBackend --executor ray --workers 4
 
 or ``load_backend("vampstudy.testing:SleepyBackend", delay=0.5)``.
+
+:class:`InstantBackend` (``instant-test``) is the same with no sleep: a near-free
+"model", so that what a benchmark sees is the machinery's own cost (memory, start-up).
+
+When the environment variable :data:`FIRST_VAMP_ENV` names a file, the first ``vamp``
+call of a process writes its wall-clock time (``time.time()``) there: a benchmark
+measures "process start to first model call" with it, the same way for the study and
+for the bare loop.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import torch
@@ -26,7 +35,21 @@ import torch
 from .backends.base import MASK_OPTIONS, Backend, resolve_device
 from .errors import ConfigError
 
-__all__ = ["SleepyBackend"]
+__all__ = ["SleepyBackend", "InstantBackend", "FIRST_VAMP_ENV"]
+
+#: Names a file that receives the wall-clock time of this process' first ``vamp`` call.
+FIRST_VAMP_ENV = "VAMPSTUDY_TEST_FIRST_VAMP_FILE"
+_first_vamp_written = False
+
+
+def _note_first_vamp() -> None:
+    """Write ``time.time()`` to the file named by :data:`FIRST_VAMP_ENV` (first call only)."""
+    global _first_vamp_written
+    path = os.environ.get(FIRST_VAMP_ENV)
+    if path and not _first_vamp_written:
+        _first_vamp_written = True
+        with open(path, "w") as f:
+            f.write(repr(time.time()))
 
 
 class SleepyBackend(Backend):
@@ -105,7 +128,9 @@ class SleepyBackend(Backend):
     def vamp(self, codes: torch.Tensor, mask: torch.Tensor, seed: int | None = None,
              batch_size: int = 1, return_mask: bool = False, **sampling_options):
         """Sleep ``delay`` s, then replace masked positions with seeded random tokens."""
-        time.sleep(self.delay)
+        _note_first_vamp()
+        if self.delay:
+            time.sleep(self.delay)
         if seed is None:
             seed = int(torch.randint(0, 2 ** 31 - 1, (1,)).item())
         gen = torch.Generator().manual_seed(int(seed))
@@ -114,3 +139,17 @@ class SleepyBackend(Backend):
         noise = torch.randint(0, self.codebook_size, codes_cpu.shape, generator=gen)
         out = torch.where(mask_cpu, noise, codes_cpu).to(codes.device)
         return (out, mask_cpu.long().to(codes.device)) if return_mask else out
+
+
+class InstantBackend(SleepyBackend):
+    """:class:`SleepyBackend` without the sleep: a near-free test backend (NOT VampNet, not a model).
+
+    For benchmarks of the machinery around the model (memory per trial, start-up).
+    """
+
+    name = "instant-test"
+    description = ("vampstudy test backend: no model work at all, random tokens at masked "
+                   "positions; NOT VampNet, not a model")
+
+    def __init__(self, device: str = "auto", delay: float = 0.0):
+        super().__init__(device=device, delay=delay)

@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow 3 sends usage telemetry; an offline cluster node must not wait on it. Off in
+# vampstudy's processes (and the MLflow servers they start) unless the user set it.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # On a tracking server MLflow prints a link for every run it closes, fetching the run first:
 # one request per child run, and lines through the progress bar.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -224,6 +227,7 @@ class Tracker:
         # every sqlite store keeps its artifacts in artifacts/ beside the database file
         self.artifact_root: str | None = stores.artifact_root(self.uri)
         self._artifact_uris: dict[str, str] = {}   # run id → artifact URI, while a run is open
+        self._locations: dict[str, str] = {}       # run id → artifact URI, every run seen
         stores.prepare_sqlite_store(self.uri)
         db = stores.sqlite_path(self.uri)
         self._db_identity: tuple[int, int] | None = None   # the database file, once opened
@@ -328,6 +332,7 @@ class Tracker:
         run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         # uploads to this run need no request to look its artifact location up again
         self._artifact_uris[run.info.run_id] = run.info.artifact_uri
+        self._locations[run.info.run_id] = run.info.artifact_uri
         return run.info.run_id
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
@@ -477,6 +482,24 @@ class Tracker:
         return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
                                                    dst_path=dst, tracking_uri=self.uri)
 
+    def artifact_reader(self, run_id: str):
+        """A :class:`vampstudy.stored.ArtifactReader` of the run: its local artifact folder
+        (sqlite stores), else downloads through this tracker."""
+        from .stored import ArtifactReader
+
+        uri = self._locations.get(run_id)
+        if uri is None:
+            uri = self._locations[run_id] = self.client.get_run(run_id).info.artifact_uri
+        local = stores.local_path(uri) if uri.startswith("file:") else (
+            Path(uri) if "://" not in uri else None)
+        if local is not None and local.is_dir():
+            return ArtifactReader(local_dir=local)
+        return ArtifactReader(download=lambda path, dst: self.download(run_id, path, dst))
+
+    def system_metrics(self, run_id: str) -> SystemMetrics:
+        """Start logging MLflow's system metrics on ``run_id``; call ``.stop()`` before closing it."""
+        return SystemMetrics(self.uri, run_id)
+
     def load_arrays(self, run_id: str, dst: str, path: str = "arrays.npz") -> dict:
         try:
             local = self.download(run_id, path, dst)
@@ -585,6 +608,32 @@ class Tracker:
         run = runs[0]
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
         return f"{run.data.tags.get('vampstudy.check_status', '?')} (check run {run.info.run_id}, {when})"
+
+
+class SystemMetrics:
+    """MLflow's system metrics (CPU, memory, disk, network; GPU through ``nvidia-ml-py``
+    when it is importable) logged on one run as ``system/*`` metrics while it runs.
+
+    MLflow samples every ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds (10 by
+    default) in a thread; :meth:`stop` also logs the samples taken since the last logged
+    step, so that even a study shorter than one interval has its figures.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._monitor = SystemMetricsMonitor(run_id, tracking_uri=tracking_uri)
+        self._monitor.start()
+
+    def stop(self) -> None:
+        """Stop sampling and log the last samples (idempotent)."""
+        monitor, self._monitor = self._monitor, None
+        if monitor is None:
+            return
+        monitor.finish()
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
 
 
 def ui_command(tracker: Tracker, host: str, port: int) -> list[str]:
