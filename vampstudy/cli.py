@@ -214,11 +214,13 @@ def _input_options(cls) -> list[click.Option]:
 def _execution_options() -> list[click.Option]:
     """Options of `vampstudy run STUDY`: how and where the trials run."""
     return [
-        click.Option(["--executor"], type=click.Choice(["pipelined", "sequential", "ray"]),
+        click.Option(["--executor"], type=click.Choice(["pipelined", "sequential", "process", "ray"]),
                      default="pipelined", show_default=True,
                      help="How trials run: pipelined (the next model call overlaps the last "
                           "trial's measurement and logging), sequential (one at a time, for "
-                          "debugging), ray (a pool of Ray workers; `pip install vampstudy[ray]`)."),
+                          "debugging), process (measurement and recording in a second process "
+                          "beside the model), ray (a pool of Ray workers; "
+                          "`pip install vampstudy[ray]`)."),
         click.Option(["--workers"], type=click.IntRange(min=1), default=None, metavar="N",
                      help="--executor ray: worker processes, each loading the backend once "
                           "[default: 2]."),
