@@ -403,9 +403,7 @@ def _check_before_study(b, tracker, audio) -> None:
 def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats, experiment,
          resume, config, check, visqol, max_seconds, dry_run, executor, tracking_patience,
          controls, embedding, **rest):
-    from .runner import run_study
     from .study import Study
-    from .tracking import Tracker
 
     ckpts = {k: rest.pop(k) for k in VAMPNET_ONLY}
     executor_opts = {k: rest.pop(k) for k in EXECUTOR_OPTIONS if k in rest}
@@ -423,6 +421,26 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
     study: Study = cls(**study_kwargs)
     if visqol:
         _enable_visqol(study)
+    # before the backend loads: --executor process starts its measuring process now
+    ex = None if dry_run else _make_executor(executor, executor_opts)
+    try:
+        _run_study_cli(ctx, cls, study, ex, ckpts, tracking_uri=tracking_uri, backend=backend,
+                       device=device, audio=audio, seed_list=seed_list, experiment=experiment,
+                       resume=resume, check=check, max_seconds=max_seconds, dry_run=dry_run,
+                       tracking_patience=tracking_patience, controls=controls,
+                       embedding=embedding)
+    finally:
+        if ex is not None:
+            ex.close()
+
+
+def _run_study_cli(ctx, cls, study, ex, ckpts, *, tracking_uri, backend, device, audio,
+                   seed_list, experiment, resume, check, max_seconds, dry_run,
+                   tracking_patience, controls, embedding):
+    """The rest of ``vampstudy run STUDY``: backend, checks, the study, its report."""
+    from .runner import run_study
+    from .tracking import Tracker
+
     b = make_backend(backend, device, **ckpts)
     _evidence_options(study, b, controls, embedding)
     # everything that can be checked before a run exists: the study's values, then the inputs
@@ -440,7 +458,7 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
     run = functools.partial(
         run_study, study, b, tracker, audio=audio, seeds=seed_list, experiment=experiment,
         resume=resume, check_status=check_status,
-        executor=_make_executor(executor, executor_opts),
+        executor=ex,
         max_seconds=max_seconds, tracking_patience=tracking_patience, notify=_notify,
         backend_spec=(b.name if backend == "auto" else backend,
                       {"device": device, **{k: v for k, v in ckpts.items() if v}}),

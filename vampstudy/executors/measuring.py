@@ -9,7 +9,7 @@ serves one study invocation::
                      ("failed", pos, error, traceback, seconds)   a model stage that failed
                      ("end",)  ("close",)
     child → parent   ("ready", seconds)  ("result", pos, slot, payload)  ("notice", line)
-                     ("log", level, logger, message)  ("error", payload)  ("done",)
+                     ("log", level, logger, message)  ("error", payload)  ("done", stats)
 
 Each trial is measured (``study.measure_stage`` and the level metrics) in the order it
 arrives, then recorded as a child run on the tracking store by this process through a
@@ -221,6 +221,8 @@ class Server:
                                    data["patience"], max_waiting=data["slots"],
                                    notify=lambda line: pipe.send("notice", line))
         self._reported = False
+        #: Seconds spent measuring and recording (with the reply), sent with "done".
+        self.stats = {"measure_s": 0.0, "record_s": 0.0}
 
     def handle(self, msg: tuple) -> None:
         from ..execute import TrialResult, failed, measure
@@ -228,7 +230,7 @@ class Server:
         kind, pos = msg[0], msg[1] if len(msg) > 1 else None
         if kind == "end":
             self.patient.drain()
-            self.pipe.send("done")
+            self.pipe.send("done", dict(self.stats))
             return
         planned = self.trials[pos]
         if kind == "failed":
@@ -236,19 +238,21 @@ class Server:
             self.patient((pos, None, TrialResult(planned, None, error, tb, seconds=seconds)))
             return
         _, _, slot, name, layout, data, started = msg
+        begun = time.time()
         try:
             staged = shm.loads(data, self.reader.read(slot, name, layout))
             outcome = measure(self.job.study, planned.trial, staged, self.job.backend)
             result = TrialResult(planned, outcome, seconds=time.time() - started)
         except Exception as exc:
             result = failed(planned, exc, started)
+        self.stats["measure_s"] += time.time() - begun
         self.patient((pos, slot, result))
 
     def _record(self, item) -> None:
         from ..record import record_child, remove_half_written
 
         pos, slot, result = item
-        run_id = None
+        run_id, begun = None, time.time()
         if self.tracker is not None:
             remote = self.job.remote
             remove_half_written(self.tracker, self.half_written)
@@ -256,7 +260,9 @@ class Server:
                                   result.planned, result.outcome, result.error, result.traceback,
                                   created=self.half_written)
             self.half_written.clear()
-        self.pipe.send("result", pos, slot, self._returned(result, run_id))
+        returned = self._returned(result, run_id)
+        self.stats["record_s"] += time.time() - begun
+        self.pipe.send("result", pos, slot, returned)
 
     def _returned(self, result, run_id: str | None) -> bytes:
         """The result for the parent: figures as PNG, audio as its recorded files."""

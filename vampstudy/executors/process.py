@@ -149,6 +149,7 @@ class _Replies(threading.Thread):
             self._fail(pickle.loads(msg[1]))
             return True
         elif kind == "done":
+            self.ex.stats.update(msg[1])
             with self.ex._ring.cv:
                 self.done = True
                 self.ex._ring.cv.notify_all()
@@ -196,7 +197,8 @@ class ProcessExecutor(Executor):
         self.slots = int(slots)
         self.start_timeout = float(start_timeout)
         #: ``child_start_s`` (its imports), and of the last :meth:`execute`: ``model_s``
-        #: (model stages), ``wait_s`` (the model loop waiting for a free slot).
+        #: (model stages), ``wait_s`` (the model loop waiting for a free slot), and from
+        #: the measuring process ``measure_s`` and ``record_s`` (recording, reply included).
         self.stats: dict = {}
         self._ring = shm.SlotRing(self.slots)
         self._proc = self._conn = None
@@ -269,6 +271,8 @@ class ProcessExecutor(Executor):
                 self._model_stage(job, pos, planned, replies)
             self._send("end")
             replies.wait_done()
+            logger.info("process executor: %s", ", ".join(f"{k} {v:.1f}" for k, v in
+                                                        sorted(self.stats.items())))
         except KeyboardInterrupt:
             self._finish_in_flight(replies)
             raise
