@@ -3,7 +3,9 @@
 * the measuring process killed once ``k`` conditions are recorded: the study ends with one
   ``Error:`` line naming it and ``--resume``, the parent run FAILED; ``--resume`` completes;
 * the model process (the CLI) killed once ``k`` conditions are recorded: the measuring
-  process exits by itself (no orphan); ``--resume`` completes.
+  process exits by itself (no orphan); ``--resume`` completes;
+* the sqlite store locked for a while: the measuring process' outage lines reach the
+  CLI's terminal and the study finishes by itself.
 
 Kills land at a point of the study's progress (conditions found FINISHED in the store),
 never after a sleep. Completed means one parent, one FINISHED child per condition, and
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from harness import INTERVALS, census, study_cmd, wait_for_finished
+from test_outage import BACK, OUTAGE, Lines
 
 
 def measuring_processes(parent: int, marker: str = "spawn_main") -> list[int]:
@@ -136,3 +140,38 @@ def test_killing_the_model_process_ends_the_measuring_one_then_resume(
     found = census(uri, len(INTERVALS))
     assert found.parent_status == "RUNNING" and found.finished >= n
     _resume_completes(cmd, tmp_path, uri, process_metrics)
+
+
+def test_a_locked_store_is_announced_by_the_measuring_process_and_waited_out(
+        tmp_path, music_3s, process_metrics):
+    path = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    proc = subprocess.Popen(process_cmd(uri, str(music_3s)), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = Lines(proc)
+    try:
+        assert 1 <= wait_for_finished(uri, proc, 1) < len(INTERVALS), "the study ended first"
+        db = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+        while True:   # the measuring process may be inside a write: take the lock after it
+            try:
+                db.execute("BEGIN EXCLUSIVE")
+                break
+            except sqlite3.OperationalError:
+                assert proc.poll() is None, "the study ended before the store was locked"
+        try:
+            line = lines.wait_for(OUTAGE)
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        assert "its database is locked" in line and "--tracking-patience" in line
+        seen = lines.rest()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "\n".join(seen[-40:])
+    assert any(BACK in s for s in seen), seen
+    assert not [s for s in seen if s.startswith("Error:") or "Traceback" in s]
+    found = census(uri, len(INTERVALS))
+    assert found.intact and found.metrics == process_metrics, found

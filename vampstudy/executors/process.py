@@ -17,8 +17,10 @@ recorded outcome comes back for the analysis without its audio, which is read ba
 the run's ``audio/*.wav`` when needed (:class:`~vampstudy.executors.measuring.RecordedAudio`;
 from a store with remote artifacts the audio comes back in the message).
 
-Threads: the measuring process runs torch (and OpenMP, MKL, OpenBLAS) on one thread; the
-model process keeps its own setting.
+Threads: the measuring process runs torch (and OpenMP, MKL, OpenBLAS) on one thread; while
+trials run, the model process leaves it one core (torch threads ``max(1, cores - 1)``, or
+``model_threads``). Metrics computed with another thread count differ from ``sequential``'s
+by float32 summation noise; on the same counts they are equal.
 
 Faults: a measuring process that dies (killed, out of memory) stops the study with one
 line (:class:`MeasuringProcessLost`; the runner marks it FAILED) and ``--resume``
@@ -90,6 +92,21 @@ def _main_not_reimported():
     finally:
         if main is not None:
             main.__dict__.update(saved)
+
+
+@contextmanager
+def _torch_threads(wanted: int | None):
+    """torch's intra-op threads set to ``wanted`` (default: one core left for the
+    measuring process), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    n = wanted or min(before, max(1, (os.cpu_count() or 1) - 1))
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _signal_name(exitcode: int | None) -> str:
@@ -184,6 +201,11 @@ class ProcessExecutor(Executor):
         recorded. The model loop waits when all are busy (the memory bound).
     start_timeout : float
         Seconds the measuring process may take to start (imports) before the study stops.
+    model_threads : int, optional
+        torch threads of this process while trials run (restored after); by default one
+        core is left to the measuring process: ``max(1, cores - 1)``, or fewer if torch
+        has fewer already (``OMP_NUM_THREADS``, ``torch.set_num_threads``). Two processes
+        whose thread pools together exceed the cores spin and wait on each other.
     """
 
     name = "process"
@@ -191,10 +213,14 @@ class ProcessExecutor(Executor):
     records_remotely = True
     records_on_any_store = True
 
-    def __init__(self, slots: int = 2, start_timeout: float = 300.0):
+    def __init__(self, slots: int = 2, start_timeout: float = 300.0,
+                 model_threads: int | None = None):
         if int(slots) < 1:
             raise ConfigError(f"slots must be >= 1, got {slots}")
+        if model_threads is not None and int(model_threads) < 1:
+            raise ConfigError(f"model_threads must be >= 1, got {model_threads}")
         self.slots = int(slots)
+        self.model_threads = None if model_threads is None else int(model_threads)
         self.start_timeout = float(start_timeout)
         #: ``child_start_s`` (its imports), and of the last :meth:`execute`: ``model_s``
         #: (model stages), ``wait_s`` (the model loop waiting for a free slot), and from
@@ -264,6 +290,10 @@ class ProcessExecutor(Executor):
                               f"{exc}); use --executor pipelined") from exc
         replies = _Replies(self, trials, sink, getattr(sink, "notify", None) or logger.warning)
         self.stats.update(model_s=0.0, wait_s=0.0)
+        with _torch_threads(self.model_threads):
+            self._execute(job, trials, payload, replies)
+
+    def _execute(self, job, trials: list, payload: bytes, replies: _Replies) -> None:
         try:
             replies.start()
             self._send("job", payload, self.slots)
