@@ -97,7 +97,7 @@ def one_run(study, backend, spec, clip, seeds, executor, root: Path, label: str)
 
 def timed_local(study, backend, spec, clip, seeds, name, root, label):
     """A local executor, timed around its ``execute`` (as the Ray executor's ``run_s``)."""
-    from vampstudy.execute import make_executor
+    from vampstudy.executors import make_executor
 
     executor = make_executor(name)
     inner = executor.execute

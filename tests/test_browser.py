@@ -24,12 +24,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is absent (Debian package 'chromium'; .ci/system-packages "
-                "installs it)", allow_module_level=True)
-playwright = pytest.importorskip("playwright.sync_api",
-                                 reason="playwright is not installed (pip install -e '.[browser]')")
+from tests.chromium import launch, sync_api as playwright  # skips the module without them
 
 from studies.periodic import NOTEBOOK_INTERVALS, PeriodicIntervalStudy  # noqa: E402
 from vampstudy import views  # noqa: E402
@@ -97,7 +92,7 @@ def ui_url(study):
 @pytest.fixture(scope="module")
 def browser():
     with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        b = launch(p, "--no-sandbox")
         yield b
         b.close()
 

@@ -9,8 +9,8 @@ import pytest
 
 from studies.periodic import PeriodicIntervalStudy
 from vampstudy.errors import ConfigError
-from vampstudy.execute import (Job, PipelinedExecutor, SequentialExecutor, TrialResult,
-                               make_executor)
+from vampstudy.execute import Job, PipelinedExecutor, SequentialExecutor, TrialResult
+from vampstudy.executors import make_executor
 from vampstudy.plan import plan_study
 from vampstudy.runner import prepare_clips, run_study
 from vampstudy.study import Condition, Outcome, Study

@@ -197,19 +197,8 @@ def level_clips(backend):
             "real": prepare_clips(backend, [str(REAL_RECORDING)])[0]}
 
 
-#: Known gap (issue 22 stays open for it): with half of all 14 codebooks' positions generated at
-#: random, the reference sampler's stacks land +3.5 dB above resynthesis on the 5 s demo clip.
-#: Strict, so the case fails loudly once the sampler gets it right and the mark must go.
-LEVEL_GAPS = {("random-mask", "demo"): "random-mask r=0.5 on the demo clip: +3.5 dB (tolerance 3)"}
-
-
-def _level_case(name, which):
-    gap = LEVEL_GAPS.get((name, which))
-    marks = [pytest.mark.xfail(reason=gap, strict=True)] if gap else []
-    return pytest.param(name, which, marks=marks, id=f"{name}-{which}")
-
-
-@pytest.mark.parametrize("name,which", [_level_case(n, w) for n in BUILTIN for w in ("demo", "real")])
+@pytest.mark.parametrize("name,which", [pytest.param(n, w, id=f"{n}-{w}")
+                                        for n in BUILTIN for w in ("demo", "real")])
 def test_builtin_study_outputs_at_resynthesis_level(name, which, backend, level_clips):
     clip = level_clips[which]
     resynthesis = levels.loudness_lufs(backend.decode(clip.codes))
@@ -219,6 +208,5 @@ def test_builtin_study_outputs_at_resynthesis_level(name, which, backend, level_
         staged = study.model_stage(Trial(condition, clip, 0), backend)
         delta = levels.loudness_lufs(staged.signal) - resynthesis
         assert abs(delta) <= 3.0, f"{name} {condition.name} on {which}: {delta:+.1f} dB"
-        if which == "demo":   # before the fix: up to 17x full scale. Now within it, but a few
-            # spliced loud frames still reach the codec's bounded output stage (issue 22 open)
+        if which == "demo":   # before the fix: up to 17x full scale
             assert levels.peak(staged.signal) <= 1.0, f"{name} {condition.name} peaks too high"

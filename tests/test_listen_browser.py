@@ -22,12 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is absent (Debian package 'chromium'; .ci/system-packages "
-                "installs it)", allow_module_level=True)
-playwright = pytest.importorskip("playwright.sync_api",
-                                 reason="playwright is not installed (pip install -e '.[browser]')")
+from tests.chromium import launch, sync_api as playwright  # skips the module without them
 
 from tests.listen_raters import ratings as oracle  # noqa: E402
 from vampstudy.listen import design as dz  # noqa: E402
@@ -90,8 +85,7 @@ def server(listen_study, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--autoplay-policy=no-user-gesture-required"])
+        b = launch(p, "--autoplay-policy=no-user-gesture-required")
         yield b
         b.close()
 

@@ -17,7 +17,8 @@ import torch
 
 from studies.periodic import PeriodicIntervalStudy
 from vampstudy.errors import ConfigError
-from vampstudy.execute import Job, TrialResult, make_executor
+from vampstudy.execute import Job, TrialResult
+from vampstudy.executors import make_executor
 from vampstudy.executors.measuring import RecordedAudio
 from vampstudy.executors.process import ProcessExecutor
 from vampstudy.plan import plan_study

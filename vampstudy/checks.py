@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 
+from .checkrows import FAIL, PASS, WARN, CheckResult, periodic_mask, vamp_codes  # noqa: F401
 from .study import PreparedClip
 
 logger = logging.getLogger(__name__)
 
-PASS, FAIL, WARN = "PASS", "FAIL", "WARN"
 #: Sampling options whose effect is checked, with the value compared to the default.
 OPTION_PROBES = {"temperature": (1.0, 0.5), "typical_filtering": (True, False),
                  "top_p": (None, 0.8), "_sampling_steps": (12, 4)}
@@ -39,47 +38,17 @@ BATCH_ALPHA = 0.01
 LEVEL_TOLERANCE_DB = 6.0
 
 
-@dataclass
-class CheckResult:
-    """One row of the battery."""
-
-    check: str
-    expectation: str
-    measured: str
-    status: str
-    value: float | None = None
-    detail: str = ""
-    #: Sampling traces behind the row (schedule checks only), JSON-ready; None elsewhere.
-    trace: dict | None = field(default=None, repr=False)
-
-    def to_dict(self, with_trace: bool = True) -> dict:
-        row = asdict(self)
-        if not with_trace:
-            row.pop("trace")
-        return row
-
-
-def _periodic(backend, codes, period=7, seed=0, upper=3):
-    torch.manual_seed(seed)
-    return backend.build_mask(codes, periodic_prompt=period, upper_codebook_mask=upper)
-
-
-def _vamp(backend, codes, mask, **kw):
-    out = backend.vamp(codes, mask, **kw)
-    return (out[0] if isinstance(out, tuple) else out).cpu()
-
-
 # ------------------------------------------------------------------ checks
 def check_prompts_kept(backend, clip: PreparedClip) -> list[CheckResult]:
     """Positions with mask 0 come back bit-identical, on every codebook."""
     codes = clip.codes
     torch.manual_seed(0)
-    masks = [_periodic(backend, codes, 5),
+    masks = [periodic_mask(backend, codes, 5),
              backend.build_mask(codes, rand_mask_intensity=0.5, periodic_prompt=0,
                                 upper_codebook_mask=backend.n_codebooks)]
     altered, kept, where = 0, 0, set()
     for i, mask in enumerate(masks):
-        out = _vamp(backend, codes, mask, seed=i)
+        out = vamp_codes(backend, codes, mask, seed=i)
         keep = mask.cpu() == 0
         diff = (out != codes.cpu()) & keep
         altered += int(diff.sum())
@@ -95,7 +64,7 @@ def check_prompts_kept(backend, clip: PreparedClip) -> list[CheckResult]:
 def check_masked_regenerated(backend, clip: PreparedClip) -> list[CheckResult]:
     """With an all-ones mask most tokens change."""
     codes = clip.codes
-    out = _vamp(backend, codes, torch.ones_like(codes), seed=0)
+    out = vamp_codes(backend, codes, torch.ones_like(codes), seed=0)
     frac = float((out != codes.cpu()).double().mean())
     return [CheckResult("masked regenerated", "all-ones mask: > 50% change", f"{100 * frac:.1f}% changed",
                         PASS if frac > 0.5 else FAIL, 100 * frac)]
@@ -104,10 +73,10 @@ def check_masked_regenerated(backend, clip: PreparedClip) -> list[CheckResult]:
 def check_determinism(backend, clip: PreparedClip) -> list[CheckResult]:
     """Same seed → identical codes; different seeds → different codes."""
     codes = clip.codes
-    mask = _periodic(backend, codes, 7)
-    a = _vamp(backend, codes, mask, seed=1)
-    b = _vamp(backend, codes, mask, seed=1)
-    c = _vamp(backend, codes, mask, seed=2)
+    mask = periodic_mask(backend, codes, 7)
+    a = vamp_codes(backend, codes, mask, seed=1)
+    b = vamp_codes(backend, codes, mask, seed=1)
+    c = vamp_codes(backend, codes, mask, seed=2)
     same = int((a != b).sum())
     diff = float((a != c).double().mean())
     return [
@@ -123,14 +92,14 @@ def check_determinism(backend, clip: PreparedClip) -> list[CheckResult]:
 def check_option_effects(backend, clip: PreparedClip) -> list[CheckResult]:
     """Changing each sampling option (seed fixed) changes the output."""
     codes = clip.codes
-    mask = _periodic(backend, codes, 7)
+    mask = periodic_mask(backend, codes, 7)
     rows = []
     for option, (base_value, probe_value) in OPTION_PROBES.items():
         name = f"option {option}"
         expectation = f"{base_value} vs {probe_value} differ"
         try:
-            base = _vamp(backend, codes, mask, seed=3, **{option: base_value})
-            probe = _vamp(backend, codes, mask, seed=3, **{option: probe_value})
+            base = vamp_codes(backend, codes, mask, seed=3, **{option: base_value})
+            probe = vamp_codes(backend, codes, mask, seed=3, **{option: probe_value})
         except TypeError as exc:
             rows.append(CheckResult(name, expectation, "not accepted", WARN,
                                     detail=f"{option} is not an option of this backend ({exc})"))
@@ -149,12 +118,12 @@ def check_mask_semantics(backend, clip: PreparedClip) -> list[CheckResult]:
     n_steps = codes.shape[-1]
     worst, upper_ok = 0.0, True
     for period in (2, 3, 7, 30):
-        mask = _periodic(backend, codes, period, seed=period).cpu()
+        mask = periodic_mask(backend, codes, period, seed=period).cpu()
         density = float(mask[:, :3].double().mean())
         worst = max(worst, abs(density - (1 - 1 / period)))
         upper_ok &= bool(torch.all(mask[:, 3:] == 1))
     tolerance = 1.0 / n_steps + 1e-9
-    offsets = {int((_periodic(backend, codes, 13, seed=s).cpu()[0, 0] == 0).nonzero()[0])
+    offsets = {int((periodic_mask(backend, codes, 13, seed=s).cpu()[0, 0] == 0).nonzero()[0])
                for s in range(8)}
     return [
         CheckResult("mask density", "|density - (1-1/P)| <= 1/T", f"max error {worst:.4f}",
@@ -176,12 +145,12 @@ def check_batch_equivalence(backend, clip: PreparedClip, seeds=(0, 1, 2, 3)) -> 
     from scipy import stats
 
     codes = clip.codes
-    masks = [_periodic(backend, codes, 3, seed=10), _periodic(backend, codes, 13, seed=11)]
+    masks = [periodic_mask(backend, codes, 3, seed=10), periodic_mask(backend, codes, 13, seed=11)]
     stacked = torch.cat(masks, dim=0)
     single_frac, batch_frac, kept_mismatch = [], [], 0
     for seed in seeds:
-        singles = [_vamp(backend, codes, m, seed=seed)[0] for m in masks]
-        batched = _vamp(backend, codes, stacked, batch_size=len(masks), seed=seed)
+        singles = [vamp_codes(backend, codes, m, seed=seed)[0] for m in masks]
+        batched = vamp_codes(backend, codes, stacked, batch_size=len(masks), seed=seed)
         for i, m in enumerate(masks):
             m = m.cpu()[0].bool()
             kept_mismatch += int((singles[i][~m] != batched[i][~m]).sum())
@@ -246,7 +215,7 @@ def check_output_level(backend, clip: PreparedClip) -> list[CheckResult]:
     from .levels import loudness_lufs, peak
 
     resynth = backend.decode(clip.codes)
-    output = backend.decode(_vamp(backend, clip.codes, _periodic(backend, clip.codes, 7), seed=0))
+    output = backend.decode(vamp_codes(backend, clip.codes, periodic_mask(backend, clip.codes, 7), seed=0))
     delta = loudness_lufs(output) - loudness_lufs(resynth)
     ok = abs(delta) <= LEVEL_TOLERANCE_DB
     return [CheckResult("output level", f"|output - resynthesis| <= {LEVEL_TOLERANCE_DB:g} dB",

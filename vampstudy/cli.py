@@ -508,7 +508,7 @@ EXECUTOR_OPTIONS = ("workers", "gpus_per_worker", "address", "max_retries")
 
 
 def _make_executor(name: str, options: dict):
-    from .execute import make_executor
+    from .executors import make_executor
 
     given = {k: v for k, v in options.items() if v is not None}
     if given and name != "ray":

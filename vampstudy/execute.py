@@ -24,6 +24,8 @@ Built in:
 ``ray``
     A pool of Ray actors (optional extra, :mod:`vampstudy.executors.ray`).
 
+Executors are found by name in :mod:`vampstudy.executors` (:func:`~vampstudy.executors.make_executor`).
+
 A trial's work is ``study.measure_stage(trial, study.model_stage(trial, backend), backend)``
 after seeding every RNG with the trial's seed (:func:`run_trial`).
 """
@@ -261,50 +263,3 @@ class PipelinedExecutor(Executor):
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _process_executor(**options) -> Executor:
-    """``--executor process`` (:mod:`vampstudy.executors.process`), imported when chosen."""
-    from .executors.process import ProcessExecutor
-
-    return ProcessExecutor(**options)
-
-
-#: The executors that need no optional extra.
-LOCAL_EXECUTORS: dict[str, Callable[..., Executor]] = {"pipelined": PipelinedExecutor,
-                                                       "sequential": SequentialExecutor,
-                                                       "process": _process_executor}
-
-
-def available_executors() -> dict[str, Callable[..., Executor]]:
-    """Executor factories by name (``ray`` when its optional extra is importable)."""
-    found = dict(LOCAL_EXECUTORS)
-    try:
-        from .executors.ray import RayExecutor  # optional extra
-    except ImportError:
-        pass
-    else:
-        found["ray"] = RayExecutor
-    return found
-
-
-EXECUTOR_NAMES = ("pipelined", "sequential", "process", "ray")
-
-
-def make_executor(name: str = "pipelined", **options) -> Executor:
-    """The executor called ``name`` built with ``options``.
-
-    Raises
-    ------
-    ConfigError
-        Unknown name, or ``ray`` without its extra installed.
-    """
-    if name in LOCAL_EXECUTORS:  # without importing the optional extra (Ray's import is slow)
-        return LOCAL_EXECUTORS[name](**options)
-    factories = available_executors()
-    if name not in factories:
-        if name == "ray":
-            raise ConfigError("--executor ray needs Ray: pip install 'vampstudy[ray]' "
-                              "(or pip install ray)")
-        raise ConfigError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTOR_NAMES)}")
-    return factories[name](**options)

@@ -168,16 +168,13 @@ def with_clipping_note(summary, outcomes):
 
     The note opens ``observations.txt`` and the summary gains the metrics
     ``outputs_clipped`` (how many outputs exceed full scale) and ``max_clipped_pct``.
-    ``summary`` may be None (a study without a summary); it is returned unchanged
-    when nothing clips.
+    ``summary`` is a :class:`~vampstudy.study.Summary` (the runner passes an empty one
+    for a study whose analysis returns none); it is returned unchanged when nothing clips.
     """
-    from .study import Summary
-
     note = clipping_note(outcomes)
     if note is None:
         return summary
     logger.warning(note)
-    summary = summary if summary is not None else Summary()
     rest = summary.texts.get("observations.txt", "")
     summary.texts["observations.txt"] = note + "\n" + rest
     clipped = [o.metrics["clipped_pct"] for o in outcomes if o.metrics.get("clipped_pct", 0.0) > 0]

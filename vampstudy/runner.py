@@ -26,14 +26,14 @@ from typing import Callable
 from . import audio as audio_io
 from .backends.base import Backend
 from .errors import AudioError, TrackingError, VampstudyError
-from .execute import (Executor, Job, RemoteRecording, make_executor,  # noqa: F401 (re-exported)
-                      seed_everything)
+from .execute import Executor, Job, RemoteRecording, seed_everything  # noqa: F401 (re-exported)
+from .executors import make_executor
 from .levels import with_clipping_note
 from .memory import release_free_memory
 from .patience import DEFAULT_PATIENCE, PatientSink, StoreOutage
 from .plan import Plan, backend_note, plan_study
 from .record import TAG_FAILED, TAG_FAILED_STAGE, Recorder
-from .study import Outcome, PreparedClip, Record, Session, Study, Trial
+from .study import Outcome, PreparedClip, Record, Session, Study, Summary, Trial
 from .views import save_comparison_view
 
 logger = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ def _analyze_and_close(study: Study, session: Session, plan: Plan, recorder: Rec
         result = StudyResult(recorder.experiment_id, parent_id, tracker.uri, ordered,
                              list(recorder.failed), len(plan.done), recorder.resumed)
         if ordered:
-            summary = with_clipping_note(study.analyze(ordered, session), ordered)
+            summary = with_clipping_note(study.analyze(ordered, session) or Summary(), ordered)
             call(recorder.record_summary, summary)
             release_free_memory()
             call(save_comparison_view, tracker, recorder.experiment_id, parent_id, study, ordered)

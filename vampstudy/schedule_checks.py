@@ -22,7 +22,7 @@ from __future__ import annotations
 import textwrap
 
 from .backends.trace import SamplingTraceUnavailable, TraceSegment
-from .checks import FAIL, PASS, WARN, CheckResult, _periodic, _vamp
+from .checkrows import FAIL, PASS, WARN, CheckResult, periodic_mask, vamp_codes
 
 #: Periodic prompts of the two conditions compared (as in the statistical batch check).
 PERIODS = ((3, 10), (13, 11))
@@ -30,7 +30,7 @@ TOLERANCE = 1   # tokens, for the documented schedule
 
 
 def _masks(backend, codes):
-    return [_periodic(backend, codes, period, seed=seed) for period, seed in PERIODS]
+    return [periodic_mask(backend, codes, period, seed=seed) for period, seed in PERIODS]
 
 
 def trace_calls(backend, clip, seed: int = 0):
@@ -40,9 +40,9 @@ def trace_calls(backend, clip, seed: int = 0):
     masks = _masks(backend, clip.codes)
     with backend.trace_sampling() as alone:
         for mask in masks:
-            _vamp(backend, clip.codes, mask, seed=seed)
+            vamp_codes(backend, clip.codes, mask, seed=seed)
     with backend.trace_sampling() as batched:
-        _vamp(backend, clip.codes, torch.cat(masks, dim=0), batch_size=len(masks), seed=seed)
+        vamp_codes(backend, clip.codes, torch.cat(masks, dim=0), batch_size=len(masks), seed=seed)
     return alone, batched
 
 

@@ -79,7 +79,14 @@ class ReferenceBackend(Backend):
         Divides the distance between a position's own tokens (known, or proposed
         on coarser codebooks) and a candidate frame's: small means a position's
         codebooks come from frames that agree with each other (see the module
-        docstring: residual tokens mixed across frames are far too loud).
+        docstring: residual tokens mixed across frames are far too loud). The
+        fine codebooks' codewords are small (a few nats apart against hundreds
+        for the coarse ones), so at 1.0 a position's known fine tokens hardly
+        constrained which frame its masked coarse tokens came from; with random
+        masks (known and masked codebooks interleaved in one position) the
+        spliced stacks put single frames up to 20 dB above any original frame.
+        The default 0.1 makes the known fine tokens count (random-mask outputs:
+        +1.5..+2.4 dB vs resynthesis on the demo clip instead of +2.0..+3.5).
     """
 
     name = "reference"
@@ -88,7 +95,7 @@ class ReferenceBackend(Backend):
     _trace: SamplingTrace | None = None
 
     def __init__(self, device: str = "auto", context_width: int = 4, context_scale: float = 100.0,
-                 exclude_radius: int = 2, window_s: float = 10.0, stack_scale: float = 1.0):
+                 exclude_radius: int = 2, window_s: float = 10.0, stack_scale: float = 0.1):
         if context_width < 0 or exclude_radius < 0 or context_scale <= 0 or stack_scale <= 0:
             raise ConfigError("reference backend: context_width and exclude_radius must be >= 0 "
                               "and context_scale, stack_scale > 0")

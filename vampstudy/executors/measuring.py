@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from . import shm
+from .shm import SlotReader, dumps, loads
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def job_payload(job, trials: list, patience: float) -> bytes:
             if name.startswith("vampstudy_user_") and getattr(m, "__file__", None)}
     view = BackendView.of(job.backend, job.backend_spec)
     shipped = Job(study=job.study, backend=view, backend_spec=job.backend_spec, remote=job.remote)
-    body = shm.dumps({"job": shipped, "trials": trials, "patience": patience})
+    body = dumps({"job": shipped, "trials": trials, "patience": patience})
     return pickle.dumps({"user_modules": user, "body": body})
 
 
@@ -152,7 +152,7 @@ def _load_job(payload: bytes) -> dict:
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
-    return shm.loads(outer["body"])
+    return loads(outer["body"])
 
 
 class _Pipe:
@@ -209,7 +209,7 @@ class Server:
         from ..patience import PatientSink
 
         self.pipe, self.job, self.trials = pipe, data["job"], data["trials"]
-        self.reader = shm.SlotReader()
+        self.reader = SlotReader()
         self.tracker = None
         if self.job.remote is not None:
             from ..tracking import Tracker
@@ -240,7 +240,7 @@ class Server:
         _, _, slot, name, layout, data, started = msg
         begun = time.time()
         try:
-            staged = shm.loads(data, self.reader.read(slot, name, layout))
+            staged = loads(data, self.reader.read(slot, name, layout))
             outcome = measure(self.job.study, planned.trial, staged, self.job.backend)
             result = TrialResult(planned, outcome, seconds=time.time() - started)
         except Exception as exc:

@@ -48,7 +48,8 @@ from contextlib import contextmanager
 from ..errors import ConfigError, VampstudyError
 from ..execute import Executor, TrialResult, failed, seed_everything
 from ..patience import DEFAULT_PATIENCE
-from . import measuring, shm
+from .measuring import job_payload, main as measuring_main
+from .shm import SlotRing, dumps
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ class ProcessExecutor(Executor):
         #: (model stages), ``wait_s`` (the model loop waiting for a free slot), and from
         #: the measuring process ``measure_s`` and ``record_s`` (recording, reply included).
         self.stats: dict = {}
-        self._ring = shm.SlotRing(self.slots)
+        self._ring = SlotRing(self.slots)
         self._proc = self._conn = None
         self._ready = False
         self._start()
@@ -248,7 +249,7 @@ class ProcessExecutor(Executor):
         # of its own unlinking the parent's segments
         resource_tracker.ensure_running()
         parent_conn, child_conn = ctx.Pipe(duplex=True)
-        proc = ctx.Process(target=measuring.main, name="vampstudy-measure", daemon=True,
+        proc = ctx.Process(target=measuring_main, name="vampstudy-measure", daemon=True,
                            args=(child_conn, logging.getLogger().getEffectiveLevel()))
         with _environment(CHILD_THREADS), _main_not_reimported():
             proc.start()
@@ -283,7 +284,7 @@ class ProcessExecutor(Executor):
         if self._proc is None or not self._proc.is_alive():
             self._start()
         try:
-            payload = measuring.job_payload(job, trials, getattr(sink, "patience", DEFAULT_PATIENCE))
+            payload = job_payload(job, trials, getattr(sink, "patience", DEFAULT_PATIENCE))
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise ConfigError(f"--executor process sends the study to the measuring process, but "
                               f"{type(job.study).__name__} cannot be pickled ({type(exc).__name__}: "
@@ -321,7 +322,7 @@ class ProcessExecutor(Executor):
             seed_everything(planned.trial.seed)
             staged = job.study.model_stage(planned.trial, job.backend)
             arrays: list = []
-            data = shm.dumps(staged, arrays)
+            data = dumps(staged, arrays)
         except Exception as exc:
             result = failed(planned, exc, started)
             self._send("failed", pos, result.error, result.traceback, result.seconds)
