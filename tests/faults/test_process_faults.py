@@ -4,6 +4,9 @@
   ``Error:`` line naming it and ``--resume``, the parent run FAILED; ``--resume`` completes;
 * the model process (the CLI) killed once ``k`` conditions are recorded: the measuring
   process exits by itself (no orphan); ``--resume`` completes;
+* Ctrl-C at the terminal (SIGINT to the whole process group, the measuring process
+  included) once a condition is recorded: exit 130, the study KILLED with no run left
+  RUNNING, ``--resume`` completes;
 * the sqlite store locked for a while: the measuring process' outage lines reach the
   CLI's terminal and the study finishes by itself.
 
@@ -175,3 +178,29 @@ def test_a_locked_store_is_announced_by_the_measuring_process_and_waited_out(
     assert not [s for s in seen if s.startswith("Error:") or "Traceback" in s]
     found = census(uri, len(INTERVALS))
     assert found.intact and found.metrics == process_metrics, found
+
+
+def test_ctrl_c_to_the_process_group_kills_the_study_cleanly_then_resume(
+        tmp_path, music_3s, process_metrics):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = process_cmd(uri, str(music_3s))
+    # its own process group, SIGINT at its default (a background test run ignores it)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        n = wait_for_finished(uri, proc, 1)
+        assert 1 <= n < len(INTERVALS), "the study ended before it was interrupted"
+        children = measuring_processes(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)   # as a terminal's Ctrl-C: every process of the group
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err and "Traceback" not in err
+    assert all(wait_gone(pid) for pid in children)
+    found = census(uri, len(INTERVALS))
+    assert found.parent_status == "KILLED" and found.running == 0 and found.finished >= n
+    _resume_completes(cmd, tmp_path, uri, process_metrics)
