@@ -214,11 +214,13 @@ def _input_options(cls) -> list[click.Option]:
 def _execution_options() -> list[click.Option]:
     """Options of `vampstudy run STUDY`: how and where the trials run."""
     return [
-        click.Option(["--executor"], type=click.Choice(["pipelined", "sequential", "ray"]),
+        click.Option(["--executor"], type=click.Choice(["pipelined", "sequential", "process", "ray"]),
                      default="pipelined", show_default=True,
                      help="How trials run: pipelined (the next model call overlaps the last "
                           "trial's measurement and logging), sequential (one at a time, for "
-                          "debugging), ray (a pool of Ray workers; `pip install vampstudy[ray]`)."),
+                          "debugging), process (measurement and recording in a second process "
+                          "beside the model), ray (a pool of Ray workers; "
+                          "`pip install vampstudy[ray]`)."),
         click.Option(["--workers"], type=click.IntRange(min=1), default=None, metavar="N",
                      help="--executor ray: worker processes, each loading the backend once "
                           "[default: 2]."),
@@ -404,9 +406,7 @@ def _check_before_study(b, tracker, audio) -> None:
 def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats, experiment,
          resume, config, check, visqol, max_seconds, dry_run, executor, tracking_patience,
          controls, embedding, system_metrics=False, **rest):
-    from .runner import run_study
     from .study import Study
-    from .tracking import Tracker
 
     ckpts = {k: rest.pop(k) for k in VAMPNET_ONLY}
     executor_opts = {k: rest.pop(k) for k in EXECUTOR_OPTIONS if k in rest}
@@ -424,6 +424,26 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
     study: Study = cls(**study_kwargs)
     if visqol:
         _enable_visqol(study)
+    # before the backend loads: --executor process starts its measuring process now
+    ex = None if dry_run else _make_executor(executor, executor_opts)
+    try:
+        _run_study_cli(ctx, cls, study, ex, ckpts, tracking_uri=tracking_uri, backend=backend,
+                       device=device, audio=audio, seed_list=seed_list, experiment=experiment,
+                       resume=resume, check=check, max_seconds=max_seconds, dry_run=dry_run,
+                       tracking_patience=tracking_patience, controls=controls,
+                       embedding=embedding, system_metrics=system_metrics)
+    finally:
+        if ex is not None:
+            ex.close()
+
+
+def _run_study_cli(ctx, cls, study, ex, ckpts, *, tracking_uri, backend, device, audio,
+                   seed_list, experiment, resume, check, max_seconds, dry_run,
+                   tracking_patience, controls, embedding, system_metrics):
+    """The rest of ``vampstudy run STUDY``: backend, checks, the study, its report."""
+    from .runner import run_study
+    from .tracking import Tracker
+
     b = make_backend(backend, device, **ckpts)
     _evidence_options(study, b, controls, embedding)
     # everything that can be checked before a run exists: the study's values, then the inputs
@@ -441,7 +461,7 @@ def _run(ctx, cls, *, tracking_uri, backend, device, audio, seed, seeds, repeats
     run = functools.partial(
         run_study, study, b, tracker, audio=audio, seeds=seed_list, experiment=experiment,
         resume=resume, check_status=check_status,
-        executor=_make_executor(executor, executor_opts),
+        executor=ex,
         max_seconds=max_seconds, tracking_patience=tracking_patience, notify=_notify,
         system_metrics=system_metrics,
         backend_spec=(b.name if backend == "auto" else backend,

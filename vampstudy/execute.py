@@ -3,7 +3,8 @@
 An executor takes the :class:`~vampstudy.plan.PlannedTrial` list of a plan and hands one
 :class:`TrialResult` per trial to a ``sink`` (the recorder, :mod:`vampstudy.record`). It
 never touches the tracking store itself, except where :class:`RemoteRecording` asks
-workers to log their own child runs to a tracking server.
+workers to log their own child runs (Ray's on a tracking server; the measuring process
+of ``process`` on any store).
 
 Built in:
 
@@ -14,6 +15,12 @@ Built in:
     measures trial *i* (metrics, figures) and passes it to the sink, in plan order. At
     most ``max_in_flight`` trials are waiting for measurement, so memory stays bounded.
     Results, run order and artifacts are the same as ``sequential``.
+``process``
+    The model stage in the calling process; measurement and recording in one measuring
+    process (``spawn``), decoded audio crossing in a bounded ring of shared-memory slots
+    (:mod:`vampstudy.executors.process`). The measuring process records the child runs
+    itself, on any tracking store. Results, run order and artifacts are the same as
+    ``sequential``.
 ``ray``
     A pool of Ray actors (optional extra, :mod:`vampstudy.executors.ray`).
 
@@ -128,11 +135,16 @@ def _checked(study: Study, outcome, trial: Trial) -> Outcome:
     return add_level_metrics(outcome, trial.clip.signal)
 
 
+def measure(study: Study, trial: Trial, staged, backend) -> Outcome:
+    """The measurement stage of one trial on its staged model output, checked, with the
+    level metrics added (exceptions propagate)."""
+    return _checked(study, study.measure_stage(trial, staged, backend), trial)
+
+
 def run_trial(study: Study, trial: Trial, backend) -> Outcome:
     """Seed, run the model stage and the measurement stage of one trial (exceptions propagate)."""
     seed_everything(trial.seed)
-    staged = study.model_stage(trial, backend)
-    return _checked(study, study.measure_stage(trial, staged, backend), trial)
+    return measure(study, trial, study.model_stage(trial, backend), backend)
 
 
 def failed(planned: PlannedTrial, exc: BaseException, started: float) -> TrialResult:
@@ -233,8 +245,7 @@ class PipelinedExecutor(Executor):
                 return
             measure_started = time.time()
             try:
-                outcome = _checked(study, study.measure_stage(planned.trial, staged, backend),
-                                   planned.trial)
+                outcome = measure(study, planned.trial, staged, backend)
                 ended = time.time()
                 result = TrialResult(planned, outcome, seconds=ended - started,
                                      model_started=started, model_s=model_s,

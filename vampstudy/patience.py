@@ -56,6 +56,9 @@ class StoreOutage(TrackingError):
         super().__init__(f"the tracking store has not answered since {_clock(since)} "
                          f"({patience:.0f} s, --tracking-patience): {reason}")
 
+    def __reduce__(self):   # crosses from the measuring process (vampstudy.executors.process)
+        return (StoreOutage, (self.since, self.patience, self.reason))
+
 
 def _clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
@@ -108,6 +111,12 @@ class PatientSink:
                 self._watchdog = threading.Thread(target=self._watch, daemon=True,
                                                   name="vampstudy-store-watch")
                 self._watchdog.start()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The recording's error (or :class:`StoreOutage`) once there is one, else None."""
+        with self._cv:
+            return self._error
 
     # ------------------------------------------------------------ producer side
     def __call__(self, result) -> None:

@@ -278,7 +278,9 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
                      done_count - 1, total)
 
     remote = None   # executors whose workers can write to a tracking server record there
-    if getattr(executor, "records_remotely", False) and tracker.uri.startswith(("http://", "https://")):
+    if getattr(executor, "records_remotely", False) and (
+            tracker.uri.startswith(("http://", "https://"))
+            or getattr(executor, "records_on_any_store", False)):   # (--executor process)
         remote = RemoteRecording(tracker.uri, recorder.experiment_id, parent_id)
     job = Job(study=study, backend=backend,
               backend_spec=backend_spec or (backend.name, backend.options()),

@@ -1,6 +1,12 @@
 """The executors by name: :func:`make_executor` builds the one a study runs with.
 
-Built in (:mod:`vampstudy.execute`): ``pipelined`` (the default) and ``sequential``.
+Built in (:mod:`vampstudy.execute`): ``pipelined`` (the default) and ``sequential``;
+and here, needing no extra:
+
+* :mod:`vampstudy.executors.process` — ``--executor process``: measurement and recording
+  in one measuring process beside the model (helpers in
+  :mod:`vampstudy.executors.measuring` and :mod:`vampstudy.executors.shm`).
+
 Optional extras:
 
 * :mod:`vampstudy.executors.ray` — ``--executor ray``: a pool of Ray actors
@@ -17,9 +23,18 @@ from typing import Callable
 from ..errors import ConfigError
 from ..execute import Executor, PipelinedExecutor, SequentialExecutor
 
+
+def _process_executor(**options) -> Executor:
+    """``--executor process`` (:mod:`vampstudy.executors.process`), imported when chosen."""
+    from .process import ProcessExecutor
+
+    return ProcessExecutor(**options)
+
+
 #: The executors that need no optional extra.
 LOCAL_EXECUTORS: dict[str, Callable[..., Executor]] = {"pipelined": PipelinedExecutor,
-                                                       "sequential": SequentialExecutor}
+                                                       "sequential": SequentialExecutor,
+                                                       "process": _process_executor}
 
 
 def available_executors() -> dict[str, Callable[..., Executor]]:
@@ -34,7 +49,7 @@ def available_executors() -> dict[str, Callable[..., Executor]]:
     return found
 
 
-EXECUTOR_NAMES = ("pipelined", "sequential", "ray")
+EXECUTOR_NAMES = ("pipelined", "sequential", "process", "ray")
 
 
 def make_executor(name: str = "pipelined", **options) -> Executor:

@@ -1,0 +1,206 @@
+"""``--executor process`` loses one of its two processes (SIGKILL), in a real CLI process.
+
+* the measuring process killed once ``k`` conditions are recorded: the study ends with one
+  ``Error:`` line naming it and ``--resume``, the parent run FAILED; ``--resume`` completes;
+* the model process (the CLI) killed once ``k`` conditions are recorded: the measuring
+  process exits by itself (no orphan); ``--resume`` completes;
+* Ctrl-C at the terminal (SIGINT to the whole process group, the measuring process
+  included) once a condition is recorded: exit 130, the study KILLED with no run left
+  RUNNING, ``--resume`` completes;
+* the sqlite store locked for a while: the measuring process' outage lines reach the
+  CLI's terminal and the study finishes by itself.
+
+Kills land at a point of the study's progress (conditions found FINISHED in the store),
+never after a sleep. Completed means one parent, one FINISHED child per condition, and
+the metrics of an uninterrupted run of the same executor.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import INTERVALS, census, study_cmd, wait_for_finished
+from test_outage import BACK, OUTAGE, Lines
+
+
+def measuring_processes(parent: int, marker: str = "spawn_main") -> list[int]:
+    """Pids of the ``spawn`` children of ``parent`` (``marker="resource_tracker"``: its
+    shared-memory tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pid: int, timeout: float = 60) -> bool:
+    """Whether ``pid`` ended within ``timeout`` s (polled; the bound only stops a hang)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def process_cmd(uri: str, audio: str) -> list[str]:
+    return study_cmd(uri, audio, "--executor", "process")
+
+
+@pytest.fixture(scope="module")
+def process_metrics(tmp_path_factory, music_3s):
+    """Metrics of the uninterrupted study with ``--executor process`` (a real process)."""
+    tmp = tmp_path_factory.mktemp("reference")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    done = subprocess.run(process_cmd(uri, str(music_3s)), cwd=tmp, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = census(uri, len(INTERVALS))
+    assert found.intact, found
+    return found.metrics
+
+
+def _resume_completes(cmd: list[str], cwd, uri: str, metrics: dict) -> None:
+    done = subprocess.run(cmd + ["--resume"], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = census(uri, len(INTERVALS))
+    assert found.intact, found
+    assert found.metrics == metrics
+
+
+def test_killing_the_measuring_process_fails_the_study_in_one_line_then_resume(
+        tmp_path, music_3s, process_metrics):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = process_cmd(uri, str(music_3s))
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        n = wait_for_finished(uri, proc, 1)
+        assert 1 <= n < len(INTERVALS), "the study ended before the measuring process was killed"
+        (child,) = measuring_processes(proc.pid)
+        os.kill(child, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err[-2000:]
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, err[-2000:]
+    assert f"measuring process (pid {child}) died (killed by SIGKILL)" in errors[0]
+    assert "--resume" in errors[0]
+    found = census(uri, len(INTERVALS))
+    assert found.parent_status == "FAILED" and n <= found.finished < len(INTERVALS)
+    _resume_completes(cmd, tmp_path, uri, process_metrics)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_killing_the_model_process_ends_the_measuring_one_then_resume(
+        tmp_path, music_3s, process_metrics, k):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = process_cmd(uri, str(music_3s))
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        n = wait_for_finished(uri, proc, k)
+        assert k <= n < len(INTERVALS), f"the study ended before {k} conditions were recorded"
+        children = measuring_processes(proc.pid)
+        assert len(children) == 1
+        children += measuring_processes(proc.pid, "resource_tracker")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    for pid in children:   # the measuring process, then the tracker of its shared memory
+        assert wait_gone(pid), f"process {pid} outlived the study process"
+    found = census(uri, len(INTERVALS))
+    assert found.parent_status == "RUNNING" and found.finished >= n
+    _resume_completes(cmd, tmp_path, uri, process_metrics)
+
+
+def test_a_locked_store_is_announced_by_the_measuring_process_and_waited_out(
+        tmp_path, music_3s, process_metrics):
+    path = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    proc = subprocess.Popen(process_cmd(uri, str(music_3s)), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = Lines(proc)
+    try:
+        assert 1 <= wait_for_finished(uri, proc, 1) < len(INTERVALS), "the study ended first"
+        db = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+        while True:   # the measuring process may be inside a write: take the lock after it
+            try:
+                db.execute("BEGIN EXCLUSIVE")
+                break
+            except sqlite3.OperationalError:
+                assert proc.poll() is None, "the study ended before the store was locked"
+        try:
+            line = lines.wait_for(OUTAGE)
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        assert "its database is locked" in line and "--tracking-patience" in line
+        seen = lines.rest()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "\n".join(seen[-40:])
+    assert any(BACK in s for s in seen), seen
+    assert not [s for s in seen if s.startswith("Error:") or "Traceback" in s]
+    found = census(uri, len(INTERVALS))
+    assert found.intact and found.metrics == process_metrics, found
+
+
+def test_ctrl_c_to_the_process_group_kills_the_study_cleanly_then_resume(
+        tmp_path, music_3s, process_metrics):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = process_cmd(uri, str(music_3s))
+    # its own process group, SIGINT at its default (a background test run ignores it)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        n = wait_for_finished(uri, proc, 1)
+        assert 1 <= n < len(INTERVALS), "the study ended before it was interrupted"
+        children = measuring_processes(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)   # as a terminal's Ctrl-C: every process of the group
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err and "Traceback" not in err
+    assert all(wait_gone(pid) for pid in children)
+    found = census(uri, len(INTERVALS))
+    assert found.parent_status == "KILLED" and found.running == 0 and found.finished >= n
+    _resume_completes(cmd, tmp_path, uri, process_metrics)
