@@ -207,7 +207,8 @@ class Server:
         try:
             staged = loads(data, self.reader.read(slot, name, layout))
             outcome = measure(self.job.study, planned.trial, staged, self.job.backend)
-            result = TrialResult(planned, outcome, seconds=time.time() - started)
+            result = TrialResult(planned, outcome, seconds=time.time() - started,
+                                 measure_s=time.time() - begun)
         except Exception as exc:
             result = failed(planned, exc, started)
         self.stats["measure_s"] += time.time() - begun
@@ -246,7 +247,7 @@ class Server:
                 outcome.figures = {n: RenderedFigure.of(f) for n, f in outcome.figures.items()}
         return pickle.dumps({"outcome": outcome, "error": result.error,
                              "traceback": result.traceback, "run_id": run_id,
-                             "seconds": result.seconds})
+                             "seconds": result.seconds, "measure_s": result.measure_s})
 
     def failed(self) -> bool:
         """Whether recording failed for good (the parent is told once)."""

@@ -153,8 +153,11 @@ class _Replies(threading.Thread):
             data = pickle.loads(payload)
             if slot is not None:
                 self.ex._ring.release(slot)
+            model_started, model_s = self.ex._model_times.pop(pos, (None, None))
             self.sink(TrialResult(self.trials[pos], data["outcome"], data["error"],
-                                  data["traceback"], data["run_id"], seconds=data["seconds"]))
+                                  data["traceback"], data["run_id"], seconds=data["seconds"],
+                                  model_started=model_started, model_s=model_s,
+                                  measure_s=data.get("measure_s")))
             self.recorded += 1
         elif kind == "notice":
             self.notify(msg[1])
@@ -227,6 +230,7 @@ class ProcessExecutor(Executor):
         #: (model stages), ``wait_s`` (the model loop waiting for a free slot), and from
         #: the measuring process ``measure_s`` and ``record_s`` (recording, reply included).
         self.stats: dict = {}
+        self._model_times: dict[int, tuple[float, float]] = {}   # pos → (started, seconds)
         self._ring = SlotRing(self.slots)
         self._proc = self._conn = None
         self._ready = False
@@ -329,6 +333,7 @@ class ProcessExecutor(Executor):
             return
         finally:
             self.stats["model_s"] += time.time() - started
+            self._model_times[pos] = (started, time.time() - started)   # vampstudy.phases
         del staged
         waiting = time.time()
         slot = self._ring.acquire(replies.check)
