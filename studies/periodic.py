@@ -206,6 +206,28 @@ class PeriodicIntervalStudy(MaskingStudy):
             tables["summary_by_clip"] = by_clip
         return tables
 
+    def _example_figures(self, outcomes: list[Outcome], session: Session, tokens: dict,
+                         ms: dict, label: str) -> dict:
+        """The mask grid and the spectrogram grid, from one example per interval (first
+        clip, first seed)."""
+        figures = {}
+        first_outcome = {}
+        for o in outcomes:
+            first_outcome.setdefault(o.trial.condition.params["interval"], o)
+        order = sorted(first_outcome, key=lambda p: tokens[p])
+        masks = [(f"P={p} ({ms[p]:.0f} ms), density {first_outcome[p].metrics['mask_density']:.3f}",
+                  torch.as_tensor(first_outcome[p].arrays["mask"])) for p in order
+                 if "mask" in first_outcome[p].arrays]
+        if masks:
+            figures["mask_grid"] = plots.mask_grid_figure(masks, label)
+        spec_items = [("original", session.clips[0].signal)]
+        spec_items += [(f"P={p} ({ms[p]:.0f} ms)", first_outcome[p].audio["output"])
+                       for p in self.spectrogram_intervals
+                       if p in first_outcome and "output" in first_outcome[p].audio
+                       and first_outcome[p].trial.clip is session.clips[0]]
+        figures["spectrogram_grid"] = plots.spectrogram_grid_figure(spec_items, label)
+        return figures
+
     def analyze(self, outcomes: list[Outcome], session: Session) -> Summary:
         backend = session.backend
         label = plots.backend_label(backend)
@@ -244,21 +266,7 @@ class PeriodicIntervalStudy(MaskingStudy):
                 xlabel="prompt interval P (tokens, log scale)", ylabel="chroma similarity",
                 title="Interval vs harmonic preservation" + n_note, label=label,
                 annotations=names)
-        first_outcome = {}
-        for o in outcomes:  # one example per interval: first clip, first seed
-            first_outcome.setdefault(o.trial.condition.params["interval"], o)
-        order = sorted(first_outcome, key=lambda p: tokens[p])
-        masks = [(f"P={p} ({ms[p]:.0f} ms), density {first_outcome[p].metrics['mask_density']:.3f}",
-                  torch.as_tensor(first_outcome[p].arrays["mask"])) for p in order
-                 if "mask" in first_outcome[p].arrays]
-        if masks:
-            figures["mask_grid"] = plots.mask_grid_figure(masks, label)
-        spec_items = [("original", session.clips[0].signal)]
-        spec_items += [(f"P={p} ({ms[p]:.0f} ms)", first_outcome[p].audio["output"])
-                       for p in self.spectrogram_intervals
-                       if p in first_outcome and "output" in first_outcome[p].audio
-                       and first_outcome[p].trial.clip is session.clips[0]]
-        figures["spectrogram_grid"] = plots.spectrogram_grid_figure(spec_items, label)
+        figures.update(self._example_figures(outcomes, session, tokens, ms, label))
         rho = spearman(x, y) if len(x) > 2 else float("nan")
         text = observations(rows, rho, backend) + "\n"
         for line in text.splitlines():

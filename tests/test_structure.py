@@ -94,3 +94,43 @@ def test_the_graph_sees_relative_and_deferred_imports():
 
 def test_no_import_circles_between_vampstudy_modules():
     assert cycles(import_graph()) == []
+
+
+#: House style: no function longer than this many lines of code (docstring, comments and
+#: blank lines not counted).
+MAX_FUNCTION_LINES = 60
+
+
+def code_lines(source: str, node: ast.AST) -> int:
+    """Lines of code in a function: without its docstring, comments and blank lines."""
+    body = node.body
+    doc = set()
+    first = body[0] if body else None
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+            and isinstance(first.value.value, str):
+        doc = set(range(first.lineno, first.end_lineno + 1))
+    lines = source.splitlines()
+    return sum(1 for n in range(node.lineno, node.end_lineno + 1)
+               if n not in doc and lines[n - 1].strip() and not lines[n - 1].strip().startswith("#"))
+
+
+def long_functions(paths) -> list[str]:
+    found = []
+    for path in paths:
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = code_lines(source, node)
+                if n > MAX_FUNCTION_LINES:
+                    found.append(f"{path.name}:{node.name} ({n} lines)")
+    return found
+
+
+def test_code_lines_leave_out_the_docstring_comments_and_blank_lines():
+    source = 'def f():\n    """Doc.\n\n    More.\n    """\n    # note\n\n    a = 1\n    return a\n'
+    assert code_lines(source, ast.parse(source).body[0]) == 3   # def, a = 1, return
+
+
+def test_no_function_over_60_lines_of_code():
+    studies = PACKAGE.parent / "studies"
+    assert long_functions(sorted(PACKAGE.rglob("*.py")) + sorted(studies.glob("*.py"))) == []

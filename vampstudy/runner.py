@@ -2,13 +2,14 @@
 
 ::
 
-    prepare_clips      load, check, preprocess, encode (before any run exists)
-    study.validate / study.prepare
-    plan    (vampstudy.plan)     trials = clips × conditions × seeds, config hash, resume set
+    _prepare           study.validate, prepare_clips (load, check, preprocess, encode),
+                       study.prepare — before any run exists
+    plan    (vampstudy.plan)     trials = clips × conditions × seeds, config hash
+    _open_parent       resume the unfinished parent run, or open a new one
     execute (vampstudy.execute)  trials → results through an executor (pipelined by default)
-    record  (vampstudy.record)   parent run, one child per trial, artifacts, statuses
-    study.analyze      on every finished outcome, recorded on the parent, and the
-                       experiment's comparison view for the MLflow UI (vampstudy.views)
+    record  (vampstudy.record)   one child per trial through _recording_sink, patiently
+    _analyze_and_close study.analyze on every finished outcome, recorded on the parent,
+                       the comparison view for the MLflow UI (vampstudy.views), status
 
 Failure paths: a failing trial becomes a FAILED child (the others go on); a failing
 analysis marks the parent FAILED with its traceback and keeps every child; an interrupt
@@ -220,16 +221,49 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
     started = time.time()
     clock = PhaseClock()
     seeds = [int(s) for s in seeds] or [0]
-    study.validate(backend)
-    clips = clips if clips is not None else prepare_clips(backend, audio, max_seconds=max_seconds)
-    session = Session(backend=backend, clips=clips, seeds=seeds)
-    prepared = study.prepare(session)   # before any run exists: a failure leaves nothing behind
-    plan = plan_study(study, backend, clips, seeds, experiment=experiment,
+    session, prepared = _prepare(study, backend, audio, seeds, clips, max_seconds)
+    plan = plan_study(study, backend, session.clips, seeds, experiment=experiment,
                       check_status=check_status)
     if executor is None or isinstance(executor, str):
         executor = make_executor(executor or "pipelined")
     recorder = Recorder(tracker, plan)
+    plan = _open_parent(recorder, plan, study, backend, session, executor, audio=audio,
+                        resume=resume, check_status=check_status,
+                        resolved_config=resolved_config)
+    try:
+        if system_metrics:
+            recorder.system_metrics = tracker.system_metrics(recorder.parent_id)
+        recorder.record_summary(prepared)
+    except BaseException as exc:
+        _close(recorder, exc, "prepare")
+        raise
+    job = Job(study=study, backend=backend,
+              backend_spec=backend_spec or (backend.name, backend.options()),
+              remote=_remote_recording(executor, recorder))
+    sink = _recording_sink(recorder, plan, clock, progress)
+    patient = PatientSink(sink, tracker.probe, tracking_patience, notify=notify)
+    _execute(executor, job, plan, recorder, patient)
+    try:
+        return _analyze_and_close(study, session, plan, recorder, patient, started, clock)
+    finally:
+        patient.close()
 
+
+def _prepare(study: Study, backend: Backend, audio, seeds: list[int],
+             clips: list[PreparedClip] | None, max_seconds: float | None):
+    """Phase 1, before any run exists (a failure leaves nothing behind): validate the
+    study, prepare the clips and run ``study.prepare``. Returns ``(session, summary)``."""
+    study.validate(backend)
+    clips = clips if clips is not None else prepare_clips(backend, audio, max_seconds=max_seconds)
+    session = Session(backend=backend, clips=clips, seeds=seeds)
+    return session, study.prepare(session)
+
+
+def _open_parent(recorder: Recorder, plan: Plan, study: Study, backend: Backend,
+                 session: Session, executor: Executor, *, audio, resume: bool,
+                 check_status: str | None, resolved_config: dict | None) -> Plan:
+    """Phase 2: continue the unfinished parent run (``resume``) or open a new one with the
+    study's params, inputs and configuration. Returns the plan with what is done marked."""
     if resume and not recorder.find_resumable():
         logger.warning("--resume: no unfinished run of this configuration in experiment "
                        "%r; starting a new one", plan.experiment)
@@ -237,27 +271,36 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
         plan = plan.with_done(recorder.finished_runs)
         recorder.plan = plan
         recorder.set_check(check_status)
-    else:
-        study_params = study.get_params()
-        params = {**study_params, **study.run_options(), **backend.info(), **backend.options(),
-                  **_clip_params(clips), "seeds": seeds, "config_hash": plan.config_hash,
-                  "n_trials": len(plan.trials),
-                  **executor.describe()}
-        inputs = Record(audio={f"original{'' if len(clips) == 1 else '_' + c.name}": c.signal
-                               for c in clips})
-        config = resolved_config or {**study_params, "backend": backend.name,
-                                     "audio": list(audio), "seeds": seeds}
-        recorder.open_parent(params, inputs, [c.identity for c in clips], _yaml(config),
-                             {"mlflow.note.content": backend_note(backend)})
-    parent_id = recorder.parent_id
-    try:
-        if system_metrics:
-            recorder.system_metrics = tracker.system_metrics(parent_id)
-        recorder.record_summary(prepared)
-    except BaseException as exc:
-        _close(recorder, exc, "prepare")
-        raise
+        return plan
+    clips, seeds = session.clips, session.seeds
+    study_params = study.get_params()
+    params = {**study_params, **study.run_options(), **backend.info(), **backend.options(),
+              **_clip_params(clips), "seeds": seeds, "config_hash": plan.config_hash,
+              "n_trials": len(plan.trials), **executor.describe()}
+    inputs = Record(audio={f"original{'' if len(clips) == 1 else '_' + c.name}": c.signal
+                           for c in clips})
+    config = resolved_config or {**study_params, "backend": backend.name,
+                                 "audio": list(audio), "seeds": seeds}
+    recorder.open_parent(params, inputs, [c.identity for c in clips], _yaml(config),
+                         {"mlflow.note.content": backend_note(backend)})
+    return plan
 
+
+def _remote_recording(executor: Executor, recorder: Recorder) -> RemoteRecording | None:
+    """Where an executor's workers record their own child runs, if they do: on a tracking
+    server (Ray), or on any store (``--executor process``); None when the driver records."""
+    uri = recorder.tracker.uri
+    if getattr(executor, "records_remotely", False) and (
+            uri.startswith(("http://", "https://"))
+            or getattr(executor, "records_on_any_store", False)):
+        return RemoteRecording(uri, recorder.experiment_id, recorder.parent_id)
+    return None
+
+
+def _recording_sink(recorder: Recorder, plan: Plan, clock: PhaseClock,
+                    progress: ProgressCallback | None) -> Callable:
+    """Phase 3's sink: record each result, time it, free its buffers and report progress
+    (trials finished in an earlier invocation are reported SKIPPED first)."""
     total = len(plan.trials)
     done_count = 0
     for planned in plan.trials:
@@ -277,20 +320,7 @@ def run_study(study: Study, backend: Backend, tracker: Tracker, *, audio=(), see
             progress(result.planned.trial, "FINISHED" if result.ok else "FAILED",
                      done_count - 1, total)
 
-    remote = None   # executors whose workers can write to a tracking server record there
-    if getattr(executor, "records_remotely", False) and (
-            tracker.uri.startswith(("http://", "https://"))
-            or getattr(executor, "records_on_any_store", False)):   # (--executor process)
-        remote = RemoteRecording(tracker.uri, recorder.experiment_id, parent_id)
-    job = Job(study=study, backend=backend,
-              backend_spec=backend_spec or (backend.name, backend.options()),
-              remote=remote)
-    patient = PatientSink(sink, tracker.probe, tracking_patience, notify=notify)
-    _execute(executor, job, plan, recorder, patient)
-    try:
-        return _analyze_and_close(study, session, plan, recorder, patient, started, clock)
-    finally:
-        patient.close()
+    return sink
 
 
 def _analyze_and_close(study: Study, session: Session, plan: Plan, recorder: Recorder,

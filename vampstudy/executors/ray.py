@@ -346,25 +346,7 @@ class RayExecutor(Executor):
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
                 reap(wait=False)
                 for ref in ready:
-                    actor, pos, attempt = in_flight.pop(ref)
-                    planned = trials[pos]
-                    try:
-                        ret = ray.get(ref)
-                    except RayActorError as exc:   # the worker process died
-                        given_up = self._worker_died(exc, actor, planned, attempt)
-                        if given_up is None:
-                            queue.appendleft((pos, attempt + 1))
-                        else:
-                            emit(given_up)
-                        if queue:
-                            idle.append(self._new_actor(payload_ref))
-                        continue
-                    except RayTaskError as exc:    # the worker itself failed
-                        raise exc.as_instanceof_cause() from None
-                    idle.append(actor)
-                    emit(TrialResult(planned, ret.outcome, ret.error, ret.traceback, ret.run_id,
-                                     attempts=attempt, seconds=ret.seconds,
-                                     half_written=ret.half_written))
+                    self._collect(in_flight.pop(ref), ref, trials, queue, idle, payload_ref, emit)
             reap(wait=True)
             self.stats["run_s"] = time.time() - run_started
         except BaseException:
@@ -376,6 +358,31 @@ class RayExecutor(Executor):
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _collect(self, task: tuple, ref, trials, queue: deque, idle: deque, payload_ref,
+                 emit) -> None:
+        """Hand the result of one finished ``task`` (actor, position, attempt) to ``emit``.
+
+        A worker that died is replaced by a fresh one and its trial queued again (or given
+        up as FAILED after ``max_retries``); a worker that raised stops the execution."""
+        actor, pos, attempt = task
+        planned = trials[pos]
+        try:
+            ret = ray.get(ref)
+        except RayActorError as exc:   # the worker process died
+            given_up = self._worker_died(exc, actor, planned, attempt)
+            if given_up is None:
+                queue.appendleft((pos, attempt + 1))
+            else:
+                emit(given_up)
+            if queue:
+                idle.append(self._new_actor(payload_ref))
+            return
+        except RayTaskError as exc:    # the worker itself failed
+            raise exc.as_instanceof_cause() from None
+        idle.append(actor)
+        emit(TrialResult(planned, ret.outcome, ret.error, ret.traceback, ret.run_id,
+                         attempts=attempt, seconds=ret.seconds, half_written=ret.half_written))
 
     def _worker_died(self, exc: BaseException, actor, planned, attempt: int):
         """Retire a worker that died running ``planned``: None when the trial is to be tried
