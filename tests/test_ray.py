@@ -144,8 +144,14 @@ def test_ray_cli_gives_the_same_metrics_as_sequential(clip, tmp_path, monkeypatc
         tokens = {k: v for k, v in s.data.metrics.items() if "changed_pct" in k or "density" in k}
         assert tokens and {k: r.data.metrics[k] for k in tokens} == tokens, r.info.run_name
         # audio metrics are float32 sums whose last digits depend on torch's thread count
-        # (a Ray worker computes with one thread): equal to 1e-5
-        assert r.data.metrics == pytest.approx(s.data.metrics, rel=1e-5, abs=1e-6), r.info.run_name
+        # (a Ray worker computes with one thread): equal to 1e-5; a loudness difference (two
+        # gated K-weighted levels of ~-24 LUFS subtracted) to 1e-3 dB absolute (2.7e-5 seen)
+        db = {k for k in s.data.metrics if k.endswith("_db")}
+        assert ({k: v for k, v in r.data.metrics.items() if k not in db}
+                == pytest.approx({k: v for k, v in s.data.metrics.items() if k not in db},
+                                 rel=1e-5, abs=1e-6)), r.info.run_name
+        assert ({k: r.data.metrics[k] for k in db}
+                == pytest.approx({k: s.data.metrics[k] for k in db}, abs=1e-3)), r.info.run_name
         assert (sorted(tracker.list_artifacts(r.info.run_id, "figures"))
                 == sorted(tracker.list_artifacts(s.info.run_id, "figures"))
                 == ["figures/mask.png", "figures/spectrogram.png"])
