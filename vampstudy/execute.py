@@ -205,6 +205,16 @@ class SequentialExecutor(Executor):
             sink(execute_one(job, planned))
 
 
+def _finish_pending(pending: deque) -> None:
+    """On an interrupt: trials whose model call finished are done work, so measure and
+    record them (at most ``max_in_flight``) before the interrupt goes on."""
+    while pending:
+        try:
+            pending.popleft().result()
+        except Exception as exc:  # recording failed too; the interrupt still wins
+            logger.error("while stopping: %s", exc)
+
+
 class PipelinedExecutor(Executor):
     """Model stage in the calling thread; measurement and recording in one background thread.
 
@@ -273,13 +283,7 @@ class PipelinedExecutor(Executor):
                 drain(self.max_in_flight)
             drain(0)
         except KeyboardInterrupt:
-            # trials whose model call finished are done work: measure and record them
-            # (at most max_in_flight) before the interrupt goes on
-            while pending:
-                try:
-                    pending.popleft().result()
-                except Exception as exc:  # recording failed too; the interrupt still wins
-                    logger.error("while stopping: %s", exc)
+            _finish_pending(pending)
             raise
         except BaseException:
             stop.set()
