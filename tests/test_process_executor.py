@@ -9,21 +9,20 @@ tests/faults/test_process_faults.py.
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 import pytest
 import torch
 
 from studies.periodic import PeriodicIntervalStudy
+from tests import test_executors as executor_tests
 from vampstudy.errors import ConfigError
 from vampstudy.execute import Job, TrialResult
 from vampstudy.executors import make_executor
-from vampstudy.stored import StoredAudio
 from vampstudy.executors.process import ProcessExecutor
 from vampstudy.plan import plan_study
 from vampstudy.runner import StudyInterrupted, prepare_clips, run_study
-from vampstudy.study import Condition, Outcome, Study
+from vampstudy.stored import StoredAudio
 from vampstudy.tracking import Tracker
 
 
@@ -93,25 +92,19 @@ def test_process_records_exactly_what_sequential_records(backend, clip, tmp_path
         assert all(np.array_equal(b.arrays[k], a.arrays[k]) for k in a.arrays)
 
 
-class Counting(Study):
-    """Generic study: the model stage is generate; measurement is the identity."""
-
-    name = "counting"
+class Counting(executor_tests.Counting):
+    """test_executors' counting study, whose outputs are big enough to travel in a
+    shared-memory slot, noting the process of each model stage too."""
 
     def __init__(self, n: int = 6):
-        self.n = n
-        self.threads_ = set()
-
-    def iterate(self):
-        return [Condition({"i": i}) for i in range(self.n)]
+        super().__init__(n)
+        self.pids_ = set()
 
     def generate(self, trial, backend):
-        self.threads_.add((os.getpid(), threading.current_thread().name))
-        if trial.condition.params["i"] == 3:
-            raise RuntimeError("three is bad")
-        # big enough to travel in a shared-memory slot
-        return Outcome(metrics={"value": trial.condition.params["i"] * 2.0},
-                       arrays={"big": np.full(50_000, trial.condition.params["i"], np.float32)})
+        self.pids_.add(os.getpid())
+        outcome = super().generate(trial, backend)
+        outcome.arrays["big"] = np.full(50_000, trial.condition.params["i"], np.float32)
+        return outcome
 
 
 def test_results_reach_the_sink_in_plan_order_without_a_store(backend, clip):
@@ -132,7 +125,7 @@ def test_results_reach_the_sink_in_plan_order_without_a_store(backend, clip):
     assert "three is bad" in seen[3].error and "Traceback" in seen[3].traceback
     assert [r.outcome.metrics["value"] for r in seen if r.ok] == [0, 2, 4, 8, 10]
     assert [float(r.outcome.arrays["big"][-1]) for r in seen if r.ok] == [0, 1, 2, 4, 5]
-    assert study.threads_ == {(os.getpid(), "MainThread")}   # the model stage stays here
+    assert study.threads_ == {"MainThread"} and study.pids_ == {os.getpid()}   # stays here
 
 
 def test_a_failing_sink_stops_the_study(backend, clip):

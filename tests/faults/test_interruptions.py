@@ -21,7 +21,8 @@ from vampstudy.cli import main
 from vampstudy.runner import AnalysisFailed, StudyInterrupted, run_study
 from vampstudy.tracking import Tracker
 
-from harness import INTERVALS, census, freeze_after_finished, study_cmd, wait_for_finished
+from harness import (INTERVALS, census, freeze_after_finished, run_to_the_end, study_cmd,
+                     wait_for_finished)
 
 
 def _children(tracker, result_or_parent):
@@ -163,10 +164,7 @@ def reference_metrics(tmp_path_factory, music_3s):
     """Metrics of the uninterrupted study (a real process)."""
     tmp = tmp_path_factory.mktemp("reference")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    done = subprocess.run(study_cmd(uri, str(music_3s)), cwd=tmp, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = census(uri, len(INTERVALS))
+    found = run_to_the_end(study_cmd(uri, str(music_3s)), tmp, uri)
     assert found.intact, found
     return found.metrics
 

@@ -22,7 +22,7 @@ import pytest
 
 from vampstudy.patience import PatientSink, StoreOutage
 
-from harness import INTERVALS, census, freeze_after_finished, study_cmd
+from harness import INTERVALS, census, freeze_after_finished, run_to_the_end, study_cmd
 
 OUTAGE = "the tracking store does not answer since"
 BACK = "the tracking store answers again"
@@ -91,10 +91,18 @@ def reference(tmp_path_factory, music_3s):
     """Metrics of the uninterrupted study (a real process)."""
     tmp = tmp_path_factory.mktemp("reference")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    done = subprocess.run(study_cmd(uri, str(music_3s)), cwd=tmp, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return census(uri, len(INTERVALS)).metrics
+    return run_to_the_end(study_cmd(uri, str(music_3s)), tmp, uri).metrics
+
+
+def _one_outage_line_then_one_error(proc, seen: list[str]) -> str:
+    """The study gave up: exit 1, no traceback, one outage line, then one ``Error:`` line
+    (returned)."""
+    assert proc.returncode == 1, "\n".join(seen[-40:])
+    assert "Traceback" not in "\n".join(seen)
+    outage = [i for i, s in enumerate(seen) if OUTAGE in s]
+    errors = [i for i, s in enumerate(seen) if s.startswith("Error:")]
+    assert len(outage) == 1 and len(errors) == 1 and outage[0] < errors[0], seen
+    return seen[errors[0]]
 
 
 def _until(condition, what: str, timeout: float = 60) -> None:
@@ -263,12 +271,7 @@ def test_vanished_sqlite_file_never_back_one_error_line_nothing_lost(tmp_path, m
         seen = lines.rest()
     finally:
         _stop(proc)
-    assert proc.returncode == 1, "\n".join(seen[-40:])
-    assert "Traceback" not in "\n".join(seen)
-    outage = [i for i, s in enumerate(seen) if OUTAGE in s]
-    errors = [i for i, s in enumerate(seen) if s.startswith("Error:")]
-    assert len(outage) == 1 and len(errors) == 1 and outage[0] < errors[0], seen
-    error = seen[errors[0]]
+    error = _one_outage_line_then_one_error(proc, seen)
     assert f"its database file {path} is gone" in error and "(5 s, --tracking-patience)" in error
     assert error.endswith(" --resume"), error
     assert not path.exists(), "an empty database was created in the vanished one's place"
@@ -277,10 +280,7 @@ def test_vanished_sqlite_file_never_back_one_error_line_nothing_lost(tmp_path, m
     # (n + 1 if the study was frozen inside the commit of a condition's last write)
     assert census(f"sqlite:///{away}", len(INTERVALS)).finished in (n, n + 1)
     os.rename(away, path)
-    done = subprocess.run(cmd + ["--resume"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = census(f"sqlite:///{path}", len(INTERVALS))
+    found = run_to_the_end(cmd + ["--resume"], tmp_path, f"sqlite:///{path}")
     assert found.intact and found.metrics == reference, found
 
 
@@ -342,12 +342,7 @@ def test_server_gone_for_good_one_line_after_the_patience_then_resume(tmp_path, 
         seen = lines.rest(timeout=600)
     finally:
         _stop(proc)
-    assert proc.returncode == 1, "\n".join(seen[-40:])
-    assert "Traceback" not in "\n".join(seen)
-    outage = [i for i, s in enumerate(seen) if OUTAGE in s]
-    errors = [i for i, s in enumerate(seen) if s.startswith("Error:")]
-    assert len(outage) == 1 and len(errors) == 1 and outage[0] < errors[0], seen
-    error = seen[errors[0]]
+    error = _one_outage_line_then_one_error(proc, seen)
     assert "(5 s, --tracking-patience)" in error, error
     # n were FINISHED in the store when it went; the study counts one fewer if the answer to
     # its last call was lost with the server (that run is found again by --resume)
@@ -356,10 +351,7 @@ def test_server_gone_for_good_one_line_after_the_patience_then_resume(tmp_path, 
     assert error.endswith(" --resume") and "continue with:  vampstudy run periodic" in error
 
     server = start()
-    done = subprocess.run(cmd + ["--resume"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = census(server.url, len(INTERVALS))
+    found = run_to_the_end(cmd + ["--resume"], tmp_path, server.url)
     assert found.intact and found.metrics == reference, found
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import INTERVALS, census, study_cmd, wait_for_finished
+from harness import INTERVALS, census, run_to_the_end, study_cmd, wait_for_finished
 from test_outage import BACK, OUTAGE, Lines
 
 
@@ -74,19 +74,13 @@ def process_metrics(tmp_path_factory, music_3s):
     """Metrics of the uninterrupted study with ``--executor process`` (a real process)."""
     tmp = tmp_path_factory.mktemp("reference")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    done = subprocess.run(process_cmd(uri, str(music_3s)), cwd=tmp, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = census(uri, len(INTERVALS))
+    found = run_to_the_end(process_cmd(uri, str(music_3s)), tmp, uri)
     assert found.intact, found
     return found.metrics
 
 
 def _resume_completes(cmd: list[str], cwd, uri: str, metrics: dict) -> None:
-    done = subprocess.run(cmd + ["--resume"], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = census(uri, len(INTERVALS))
+    found = run_to_the_end(cmd + ["--resume"], cwd, uri)
     assert found.intact, found
     assert found.metrics == metrics
 
