@@ -50,9 +50,11 @@ def test_unknown_attribute_is_an_attribute_error():
         vampstudy.NoSuchThing  # noqa: B018
 
 
-def test_a_study_run_on_a_file_loads_no_librosa_numba_or_ray(tmp_path):
-    """The throughput work keeps these out of a study process: librosa + numba cost ~2.7 s
-    and ~190 MB (fidelity features, reading the file), Ray seconds of import."""
+IN_A_STUDY = ("librosa", "numba", "ray", "mlflow", "matplotlib", "sqlalchemy")
+
+
+def _loaded_by_a_study_run(tmp_path, *extra: str) -> str:
+    """Which of :data:`IN_A_STUDY` the ``vampstudy run periodic`` process itself loaded."""
     import soundfile as sf
 
     from vampstudy.audio import synthesize_demo
@@ -63,13 +65,26 @@ def test_a_study_run_on_a_file_loads_no_librosa_numba_or_ray(tmp_path):
         "import sys\n"
         "from vampstudy.cli import main\n"
         f"sys.argv = ['vampstudy', 'run', 'periodic', '--backend', 'reference', '--device', 'cpu',"
-        f" '--audio', {str(clip)!r}, '--intervals', '3,7',"
+        f" '--audio', {str(clip)!r}, '--intervals', '3,7', '--no-controls', *{list(extra)!r},"
         f" '--tracking-uri', 'sqlite:///{tmp_path / 'm.db'}']\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "print('loaded:' + ','.join(m for m in ('librosa', 'numba', 'ray', 'mlflow')"
-        " if m in sys.modules))\n")
+        f"print('loaded:' + ','.join(m for m in {IN_A_STUDY!r} if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    loaded = out.stdout.strip().splitlines()[-1]
-    assert loaded == "loaded:mlflow", loaded    # mlflow itself is the one heavy import it needs
+    assert "2 conditions finished" in out.stdout, out.stdout[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_the_model_process_of_a_study_loads_no_mlflow_matplotlib_librosa_or_ray(tmp_path):
+    """Under the default executor (``process``) the study's own process runs the model
+    stages only: MLflow (import ~2.3 s, opening the store ~1.3 s) and matplotlib load in the
+    measuring process, librosa + numba (~2.7 s, ~190 MB) and Ray nowhere."""
+    assert _loaded_by_a_study_run(tmp_path) == "loaded:"
+
+
+def test_in_one_process_a_study_loads_only_mlflow_and_what_it_needs_to_draw(tmp_path):
+    """``--executor pipelined`` measures and records in the study's process: MLflow (with
+    SQLAlchemy) and matplotlib load there — and still no librosa, numba or Ray."""
+    assert (_loaded_by_a_study_run(tmp_path, "--executor", "pipelined")
+            == "loaded:mlflow,matplotlib,sqlalchemy")

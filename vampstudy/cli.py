@@ -214,12 +214,13 @@ def _input_options(cls) -> list[click.Option]:
 def _execution_options() -> list[click.Option]:
     """Options of `vampstudy run STUDY`: how and where the trials run."""
     return [
-        click.Option(["--executor"], type=click.Choice(["pipelined", "sequential", "process", "ray"]),
-                     default="pipelined", show_default=True,
-                     help="How trials run: pipelined (the next model call overlaps the last "
-                          "trial's measurement and logging), sequential (one at a time, for "
-                          "debugging), process (measurement and recording in a second process "
-                          "beside the model), ray (a pool of Ray workers; "
+        click.Option(["--executor"], type=click.Choice(["process", "pipelined", "sequential", "ray"]),
+                     default="process", show_default=True,
+                     help="How trials run: process (the model here; measurement, recording "
+                          "and the analysis in a second process, which alone opens the "
+                          "tracking store), pipelined (one process: the next model call "
+                          "overlaps the last trial's measurement and logging), sequential "
+                          "(one at a time, for debugging), ray (a pool of Ray workers; "
                           "`pip install vampstudy[ray]`)."),
         click.Option(["--workers"], type=click.IntRange(min=1), default=None, metavar="N",
                      help="--executor ray: worker processes, each loading the backend once "
@@ -442,7 +443,6 @@ def _run_study_cli(ctx, cls, study, ex, ckpts, *, tracking_uri, backend, device,
                    tracking_patience, controls, embedding, system_metrics):
     """The rest of ``vampstudy run STUDY``: backend, checks, the study, its report."""
     from .runner import run_study
-    from .tracking import Tracker
 
     b = make_backend(backend, device, **ckpts)
     _evidence_options(study, b, controls, embedding)
@@ -452,11 +452,8 @@ def _run_study_cli(ctx, cls, study, ex, ckpts, *, tracking_uri, backend, device,
     if dry_run:
         _print_plan(study, inputs, seed_list, experiment or cls.name)
         return
-    tracker = Tracker(tracking_uri)
-    click.echo(f"study: {cls.name} · tracking: {tracker.uri}", err=True)
-    if check:
-        _check_before_study(b, tracker, audio)
-    check_status = tracker.last_check(b.name)
+    tracker, uri, check_status = _tracking_for(ex, tracking_uri, check, b, audio)
+    click.echo(f"study: {cls.name} · tracking: {uri}", err=True)
 
     run = functools.partial(
         run_study, study, b, tracker, audio=audio, seeds=seed_list, experiment=experiment,
@@ -469,9 +466,28 @@ def _run_study_cli(ctx, cls, study, ex, ckpts, *, tracking_uri, backend, device,
         resolved_config={**study.get_params(), "backend": b.name, "device": device,
                          "audio": list(audio), "seeds": seed_list, **_evidence_config(study)})
     result, failure = _run_with_progress(ctx, run)
-    _report(tracker, result)
+    _report(tracker, uri, result)
     if failure is not None:
         raise click.ClickException(str(failure))
+
+
+def _tracking_for(ex, tracking_uri, check: bool, b, audio):
+    """``(tracker, uri, check status)`` of a study: with an executor whose measuring
+    process opens the store (``process``), ``tracker`` is just the checked URI and the last
+    check is looked up there, so that this process (the model's) never imports MLflow;
+    ``--check`` runs the checks here first, on a store opened here."""
+    if getattr(ex, "hosts_tracking", False) and not check:
+        from .runner import LOOK_UP_CHECK
+        from .stores import check_tracking_uri, resolve_tracking_uri
+
+        uri = check_tracking_uri(resolve_tracking_uri(tracking_uri))
+        return uri, uri, LOOK_UP_CHECK
+    from .tracking import Tracker
+
+    tracker = Tracker(tracking_uri)
+    if check:
+        _check_before_study(b, tracker, audio)
+    return tracker, tracker.uri, tracker.last_check(b.name)
 
 
 def _run_with_progress(ctx, run):
@@ -568,13 +584,14 @@ def _print_plan(study, inputs, seeds, experiment) -> None:
                f"= {total} runs{more} (plus one parent run). Dry run: nothing was run or logged.")
 
 
-def _report(tracker, result) -> None:
+def _report(tracker, uri: str, result) -> None:
+    """The summary table, the counts and how to open the results; read from
+    ``result.report`` when the store was open in the measuring process only (``tracker``
+    is then just its URI), else from ``tracker``."""
+    from .layout import ui_url
     from .report import compact_columns, format_table, legend
 
-    try:
-        rows = tracker.load_table(result.parent_run_id, "summary")
-    except Exception:
-        rows = []
+    rows, key = _report_facts(tracker, result)
     if rows:
         table = format_table(compact_columns(rows), max_width=120, drop_empty=True)
         click.echo(table)
@@ -588,19 +605,30 @@ def _report(tracker, result) -> None:
     click.echo(f"\n{len(result.outcomes) - n_controls} conditions finished{controls}, "
                f"{len(result.failed)} failed{extra} "
                f"in {result.seconds:.1f} s. Parent run: {result.parent_run_id}")
-    uri_opt = "" if tracker.uri == _default_uri() else f" --tracking-uri '{tracker.uri}'"
+    uri_opt = "" if uri == _default_uri() else f" --tracking-uri '{uri}'"
+    make_ui = " (or: make ui)" if not uri_opt and _has_make_ui() else ""
+    click.echo(f"Open the results:  {_self_command()} ui{uri_opt}{make_ui}\n"
+               f"  then browse {ui_url(result.experiment_id, view_key=key)}")
+    if key:
+        click.echo(f"  charts: {ui_url(result.experiment_id, view_key=key, charts=True)}")
+
+
+def _report_facts(tracker, result) -> tuple[list, str | None]:
+    """``(summary rows, saved view key or None)`` for :func:`_report`."""
+    if "summary" in result.report:
+        return result.report["summary"], result.report.get("view_key")
     from .views import view_key
 
+    try:
+        rows = tracker.load_table(result.parent_run_id, "summary")
+    except Exception:
+        rows = []
     key = view_key(result.parent_run_id)
     try:
         key = key if tracker.load_view(result.experiment_id, key) is not None else None
     except Exception:
         key = None
-    make_ui = " (or: make ui)" if not uri_opt and _has_make_ui() else ""
-    click.echo(f"Open the results:  {_self_command()} ui{uri_opt}{make_ui}\n"
-               f"  then browse {tracker.ui_url(result.experiment_id, view_key=key)}")
-    if key:
-        click.echo(f"  charts: {tracker.ui_url(result.experiment_id, view_key=key, charts=True)}")
+    return rows, key
 
 
 def _self_command() -> str:
@@ -630,7 +658,7 @@ def _has_make_ui() -> bool:
 
 
 def _default_uri() -> str:
-    from .tracking import default_store
+    from .stores import default_store
 
     return default_store()[0]
 

@@ -7,8 +7,36 @@ them by type.
 """
 
 
+def _rebuilt(cls, args: tuple, state: dict) -> BaseException:
+    """An error rebuilt from its class, ``args`` and attributes (see :meth:`VampstudyError.__reduce__`)."""
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+def _picklable_state(exc: BaseException) -> dict:
+    import pickle
+
+    state = {}
+    for key, value in exc.__dict__.items():
+        try:
+            pickle.dumps(value)
+        except Exception:   # e.g. a store error that holds a connection: its words are enough
+            value = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else None
+        state[key] = value
+    return state
+
+
 class VampstudyError(Exception):
-    """Base class for user-facing errors (bad input, missing dependency)."""
+    """Base class for user-facing errors (bad input, missing dependency).
+
+    An error raised in the measuring process reaches the model process whole (its class,
+    message and attributes) whatever its ``__init__`` takes.
+    """
+
+    def __reduce__(self):
+        return _rebuilt, (type(self), self.args, _picklable_state(self))
 
 
 class AudioError(VampstudyError):
@@ -46,3 +74,4 @@ class TrackingError(VampstudyError):
 
 class StudyNotFound(VampstudyError, LookupError):
     """No study is registered under the requested name."""
+

@@ -10,17 +10,17 @@ Built in:
 
 ``sequential``
     One trial at a time, in plan order, in the calling thread: the simplest to debug.
-``pipelined`` (the default)
+``pipelined``
     The calling thread runs the model stage of trial *i + 1* while one background thread
     measures trial *i* (metrics, figures) and passes it to the sink, in plan order. At
     most ``max_in_flight`` trials are waiting for measurement, so memory stays bounded.
     Results, run order and artifacts are the same as ``sequential``.
-``process``
-    The model stage in the calling process; measurement and recording in one measuring
-    process (``spawn``), decoded audio crossing in a bounded ring of shared-memory slots
-    (:mod:`vampstudy.executors.process`). The measuring process records the child runs
-    itself, on any tracking store. Results, run order and artifacts are the same as
-    ``sequential``.
+``process`` (the default)
+    The model stage in the calling process; measurement, recording and (for a whole
+    study) the parent run and the analysis in one measuring process (``spawn``), decoded
+    audio crossing in a bounded ring of shared-memory slots
+    (:mod:`vampstudy.executors.process`). Results, run order and artifacts are the same
+    as ``sequential``.
 ``ray``
     A pool of Ray actors (optional extra, :mod:`vampstudy.executors.ray`).
 

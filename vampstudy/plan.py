@@ -15,7 +15,7 @@ any executor, local or remote, record runs with identical names, tags and params
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import VampstudyError
 from .study import PreparedClip, Study, Trial
@@ -83,6 +83,16 @@ class Plan:
         known = {t.key for t in self.trials}
         return Plan(self.study_name, self.experiment, self.config_hash, self.base_tags,
                     self.parent_name, self.trials, frozenset(k for k in keys if k in known))
+
+    def with_check(self, check_status: str | None) -> "Plan":
+        """The same plan with the backend's ``vampstudy check`` verdict tagged on every run
+        (for a verdict looked up where the store is open, after the plan was made)."""
+        if not check_status:
+            return self
+        tagged = [replace(t, tags={**t.tags, TAG_CHECK: check_status}) for t in self.trials]
+        return Plan(self.study_name, self.experiment, self.config_hash,
+                    {**self.base_tags, TAG_CHECK: check_status}, self.parent_name, tagged,
+                    self.done)
 
 
 def run_name(trial: Trial, n_seeds: int, n_clips: int) -> str:

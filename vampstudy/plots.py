@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")  # figures are built and saved off-screen, never shown  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def new_figure(**kwargs) -> "Figure":
+    """A matplotlib :class:`~matplotlib.figure.Figure` (no pyplot state; saved off-screen).
+
+    matplotlib is imported here, on the first figure, not with this module: a study file
+    imports this module, and under ``--executor process`` the model process (which draws
+    nothing) never loads matplotlib."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def _ticker():
+    import matplotlib.ticker
+
+    return matplotlib.ticker
 
 
 class RenderedFigure:
@@ -94,7 +109,7 @@ def _mask_image(ax, mask: torch.Tensor, n_codebooks: int, n_steps: int) -> None:
 def mask_figure(mask: torch.Tensor, title: str, label: str, n_codebooks: int = 4,
                 n_steps: int = 200) -> Figure:
     """The first ``n_codebooks`` × ``n_steps`` of a mask (black = generate, white = keep)."""
-    fig = Figure(figsize=(8, 2.2))
+    fig = new_figure(figsize=(8, 2.2))
     _fixed_margins(fig)
     ax = fig.add_subplot()
     _mask_image(ax, mask, n_codebooks, n_steps)
@@ -107,7 +122,7 @@ def mask_figure(mask: torch.Tensor, title: str, label: str, n_codebooks: int = 4
 def mask_grid_figure(items: Sequence[tuple[str, torch.Tensor]], label: str, n_codebooks: int = 4,
                      n_steps: int = 200) -> Figure:
     """One row per (title, mask): the notebook's mask overview."""
-    fig = Figure(figsize=(9, 1.25 * len(items) + 0.6))
+    fig = new_figure(figsize=(9, 1.25 * len(items) + 0.6))
     _fixed_grid(fig, len(items), gap=0.3)
     axes = fig.subplots(len(items), 1, squeeze=False)[:, 0]
     for ax, (title, mask) in zip(axes, items):
@@ -129,16 +144,16 @@ def metric_figure(x: Sequence[float], y: Sequence[float], *, xlabel: str, ylabel
                   label: str, logx: bool = False, yerr: Sequence[float] | None = None,
                   annotations: Sequence[str] | None = None) -> Figure:
     """A line plot of one metric against one parameter, with optional error bars."""
-    fig = Figure(figsize=(6, 4), layout="constrained")
+    fig = new_figure(figsize=(6, 4), layout="constrained")
     ax = fig.add_subplot()
     ax.errorbar(x, y, yerr=yerr, marker="o", capsize=3 if yerr is not None else 0)
     if logx:
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(sorted(set(float(v) for v in x))))
+        ax.xaxis.set_major_locator(_ticker().FixedLocator(sorted(set(float(v) for v in x))))
         ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_minor_formatter(_ticker().NullFormatter())
     elif all(float(v).is_integer() for v in x):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(_ticker().MaxNLocator(integer=True))
     if annotations:
         for xi, yi, text in zip(x, y, annotations):
             ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(3, 4), fontsize=7)
@@ -203,7 +218,7 @@ def condition_figure(outcomes, param: str, metric: str, *, label: str, logx: boo
 def heatmap_figure(values: np.ndarray, xticks: Sequence, yticks: Sequence, *, xlabel: str,
                    ylabel: str, title: str, label: str) -> Figure:
     """A heat map of a metric over two parameters, each cell annotated."""
-    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    fig = new_figure(figsize=(6, 4.5), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(values, aspect="auto", origin="lower", cmap="viridis")
     ax.set_xticks(range(len(xticks)), [str(v) for v in xticks])
@@ -255,7 +270,7 @@ def _spec_image(ax, signal, max_hz: float = 11025.0, max_columns: int = 1600) ->
 
 def spectrogram_figure(signal, title: str, label: str) -> Figure:
     """One spectrogram (0–11 kHz, 80 dB range)."""
-    fig = Figure(figsize=(8, 3))
+    fig = new_figure(figsize=(8, 3))
     _fixed_margins(fig)
     ax = fig.add_subplot()
     _spec_image(ax, signal)
@@ -266,7 +281,7 @@ def spectrogram_figure(signal, title: str, label: str) -> Figure:
 
 def spectrogram_grid_figure(items: Sequence[tuple[str, object]], label: str) -> Figure:
     """Spectrograms stacked, one per (title, signal): the notebook's comparison grid."""
-    fig = Figure(figsize=(9, 1.9 * len(items) + 0.6))
+    fig = new_figure(figsize=(9, 1.9 * len(items) + 0.6))
     _fixed_grid(fig, len(items), gap=0.3)
     axes = fig.subplots(len(items), 1, squeeze=False, sharex=True)[:, 0]
     for ax, (title, signal) in zip(axes, items):
@@ -320,9 +335,9 @@ def _bitrate_panel(ax, rows: Sequence[dict], metric: str, ylabel: str,
     ax.set_xscale("log")
     xs = sorted({float(p[0]) for p in conditions + noise})
     if xs:
-        ax.xaxis.set_major_locator(FixedLocator(xs))
+        ax.xaxis.set_major_locator(_ticker().FixedLocator(xs))
     ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0f}")
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_minor_formatter(_ticker().NullFormatter())
     ys = [p[1] for p in conditions + noise + codec[:1]]
     if min(ys) > 0 and max(ys) / min(ys) > 30:   # the noise floor would flatten the rest
         ax.set_yscale("log")
@@ -345,7 +360,7 @@ def bitrate_quality_figure(rows: Sequence[dict], embedding: str, *, label: str,
     ``intervals``: ``{"fad": {label: (low, high)}, "kad": {...}}``, the bootstrap intervals
     (asymmetric), drawn instead of the ``_ci95`` half-widths.
     """
-    fig = Figure(figsize=(9, 7), layout="constrained")
+    fig = new_figure(figsize=(9, 7), layout="constrained")
     grid = fig.add_gridspec(2, 2)
     top = fig.add_subplot(grid[0, :])
     rows = [{**r, "mel_distance": r.get("mel_distance_mean")} for r in rows]

@@ -31,7 +31,19 @@ SUPPORTED_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", 
 #: MLflow's limit on experiment names (``mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH``).
 MAX_EXPERIMENT_NAME = 500
 ARTIFACTS_DIR = "artifacts"
+DEFAULT_STORE_DIR = "mlruns"
 _DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def default_store(root: str | Path | None = None) -> tuple[str, str]:
+    """``(tracking_uri, artifact_root_uri)`` for the default sqlite store under ``root/mlruns``."""
+    base = Path(root or os.getcwd()) / DEFAULT_STORE_DIR
+    return f"sqlite:///{(base / 'mlflow.db').resolve()}", (base / "artifacts").resolve().as_uri()
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the default sqlite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store()[0]
 
 
 def _sqlite_hint(path: Path) -> str:

@@ -42,31 +42,19 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from . import stores
+from . import layout, stores
+from .stores import DEFAULT_STORE_DIR, default_store, resolve_tracking_uri  # noqa: F401
 from .errors import TrackingError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STORE_DIR = "mlruns"
 PARAM_MAX = 6000
 TAG_LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"  # MLflow: the run's tables, for the UI and load_table
 
 from .layout import (TAG_BACKEND, TAG_CHECK, TAG_CONDITION, TAG_CONFIG, TAG_NOTE,  # noqa: E402,F401
-                     TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL)
+                     TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL, VIEW_URL_PARAM)
 TAG_LATEST_VIEW = "vampstudy.latest_view"  # experiment tag: key of the newest saved runs view
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # MLflow UI: experiment tag of a shared view
-VIEW_URL_PARAM = "viewStateShareKey"         # MLflow UI: URL parameter naming that view
-
-
-def default_store(root: str | Path | None = None) -> tuple[str, str]:
-    """``(tracking_uri, artifact_root_uri)`` for the default sqlite store under ``root/mlruns``."""
-    base = Path(root or os.getcwd()) / DEFAULT_STORE_DIR
-    return f"sqlite:///{(base / 'mlflow.db').resolve()}", (base / "artifacts").resolve().as_uri()
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the default sqlite store."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store()[0]
 
 
 def _plain(value: Any) -> str:
@@ -287,15 +275,8 @@ class Tracker:
 
     def ui_url(self, experiment_id: str | None, host: str = "127.0.0.1", port: int = 5000,
                view_key: str | None = None, charts: bool = False) -> str:
-        """The classic runs table (MLflow 3's UI opens the GenAI view otherwise), opened on the
-        saved view ``view_key`` (:meth:`save_view`) when given, on its charts when ``charts``."""
-        base = f"http://{host}:{port}/"
-        if experiment_id is None:
-            return base
-        url = f"{base}#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-        if view_key:
-            url += f"&{VIEW_URL_PARAM}={view_key}"
-        return url + "&compareRunsMode=CHART" if charts else url
+        """:func:`vampstudy.layout.ui_url` (the classic runs table, on a saved view)."""
+        return layout.ui_url(experiment_id, host, port, view_key, charts)
 
     def save_view(self, experiment_id: str, state: dict, key: str, name: str = "") -> str:
         """Store a runs-view state (columns, sort, charts; see :mod:`vampstudy.views`) as the

@@ -77,13 +77,16 @@ def freeze_after_finished(uri: str, proc: subprocess.Popen, at_least: int, timeo
 
     The moment depends on the study's progress, not on the machine's speed. The process is left
     stopped (send SIGKILL, or SIGINT then SIGCONT); -1 when it ended (or the time ran out) first.
+    A process that leads its own process group (``start_new_session=True``) is stopped with
+    its whole group: the study's measuring process, which records, included.
     """
     path = uri[len("sqlite:///"):]
     deadline = time.time() + timeout
+    send = os.killpg if os.getpgid(proc.pid) == proc.pid else os.kill
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
         try:
-            os.kill(proc.pid, signal.SIGSTOP)
+            send(proc.pid, signal.SIGSTOP)
         except ProcessLookupError:
             break
         try:
@@ -92,7 +95,7 @@ def freeze_after_finished(uri: str, proc: subprocess.Popen, at_least: int, timeo
             n = -1
         if n >= at_least:
             return n
-        os.kill(proc.pid, signal.SIGCONT)
+        send(proc.pid, signal.SIGCONT)
     return -1
 
 

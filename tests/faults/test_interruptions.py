@@ -204,19 +204,20 @@ def test_sigint_marks_killed_exits_130_and_resume_completes(tmp_path, music_3s,
 
 @pytest.mark.parametrize("k", [1, 2])
 def test_kill_9_between_recorded_trials_then_resume(tmp_path, music_3s, reference_metrics, k):
-    """SIGKILL once ``k`` conditions are recorded (the process frozen while the store is read,
-    so the kill lands at a known point of the study, whatever the machine's speed); ``show``
-    says its process is gone, and --resume completes it with one parent, one FINISHED child
-    per condition and the uninterrupted run's metrics. (benchmarks/faults.py kills at 20
-    random moments.)"""
+    """SIGKILL to the whole study (both of its processes, as when the machine dies) once ``k``
+    conditions are recorded (the processes frozen while the store is read, so the kill lands
+    at a known point of the study, whatever the machine's speed); ``show`` says its process
+    is gone, and --resume completes it with one parent, one FINISHED child per condition
+    and the uninterrupted run's metrics. (benchmarks/faults.py kills at 20 random moments;
+    tests/faults/test_process_faults.py kills one of the two processes.)"""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = study_cmd(uri, str(music_3s))
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         n = freeze_after_finished(uri, proc, k)
         assert k <= n < len(INTERVALS), f"the study ended before {k} conditions were recorded"
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:

@@ -3,7 +3,8 @@
 * the measuring process killed once ``k`` conditions are recorded: the study ends with one
   ``Error:`` line naming it and ``--resume``, the parent run FAILED; ``--resume`` completes;
 * the model process (the CLI) killed once ``k`` conditions are recorded: the measuring
-  process exits by itself (no orphan); ``--resume`` completes;
+  process (which holds the tracking store) marks the study FAILED and exits by itself (no
+  orphan); ``--resume`` completes;
 * Ctrl-C at the terminal (SIGINT to the whole process group, the measuring process
   included) once a condition is recorded: exit 130, the study KILLED with no run left
   RUNNING, ``--resume`` completes;
@@ -135,7 +136,8 @@ def test_killing_the_model_process_ends_the_measuring_one_then_resume(
     for pid in children:   # the measuring process, then the tracker of its shared memory
         assert wait_gone(pid), f"process {pid} outlived the study process"
     found = census(uri, len(INTERVALS))
-    assert found.parent_status == "RUNNING" and found.finished >= n
+    # the measuring process, which holds the store, closed the study FAILED before it ended
+    assert found.parent_status == "FAILED" and found.running == 0 and found.finished >= n
     _resume_completes(cmd, tmp_path, uri, process_metrics)
 
 

@@ -1,11 +1,12 @@
 """The executors by name: :func:`make_executor` builds the one a study runs with.
 
-Built in (:mod:`vampstudy.execute`): ``pipelined`` (the default) and ``sequential``;
-and here, needing no extra:
+Built in (:mod:`vampstudy.execute`): ``pipelined`` and ``sequential``; and here,
+needing no extra:
 
-* :mod:`vampstudy.executors.process` — ``--executor process``: measurement and recording
-  in one measuring process beside the model (helpers in
-  :mod:`vampstudy.executors.measuring` and :mod:`vampstudy.executors.shm`).
+* :mod:`vampstudy.executors.process` — ``--executor process`` (the default): the model in
+  the caller's process; measurement, recording and the analysis in one measuring process
+  (helpers in :mod:`vampstudy.executors.measuring`, :mod:`vampstudy.executors.hosting`
+  and :mod:`vampstudy.executors.shm`).
 
 Optional extras:
 
@@ -52,7 +53,7 @@ def available_executors() -> dict[str, Callable[..., Executor]]:
 EXECUTOR_NAMES = ("pipelined", "sequential", "process", "ray")
 
 
-def make_executor(name: str = "pipelined", **options) -> Executor:
+def make_executor(name: str = "process", **options) -> Executor:
     """The executor called ``name`` built with ``options``.
 
     Raises

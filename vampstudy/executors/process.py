@@ -1,21 +1,31 @@
-"""``--executor process``: the model in this process, measurement and recording in another.
+"""``--executor process`` (the default): the model in this process, the rest in another.
 
 The model process (the caller) runs, per trial in plan order, the seeding and
 ``study.model_stage`` — nothing else. One **measuring process**, started with ``spawn``
-(never ``fork``: this process may hold CUDA or an open tracking store) as soon as the
-executor exists, so that its imports (MLflow, matplotlib, audiotools) and opening the
-tracking store overlap this process' work, runs ``study.measure_stage`` (token and
-fidelity metrics, figures, level metrics) and records each trial's child run on the
-tracking store itself (any store: sqlite, a server), in plan order
+(never ``fork``: this process may hold CUDA) as soon as the executor exists, so that its
+imports (MLflow, matplotlib, audiotools) overlap this process' loading the backend and
+preparing the clips, does everything else.
+
+A whole study (:meth:`ProcessExecutor.host`, what :func:`vampstudy.runner.run_study`
+uses): the measuring process opens the tracking store, opens (or resumes) the parent
+run, measures each trial (``study.measure_stage``: token and fidelity metrics, figures,
+level metrics), records its child run, runs the analysis and closes the parent
+(:mod:`vampstudy.executors.hosting`, through the runner's own
+:func:`~vampstudy.tracked.track_study`). This process never imports MLflow nor matplotlib,
+and its first model call waits for neither (nor for opening the store), unless
+``--resume`` asks which trials are left. The study's result or error comes back
+(errors whole: ``StudyFailed``, ``TrackingLost``, …), its outcomes holding handles on
+their recorded audio (:mod:`vampstudy.stored`).
+
+:meth:`ProcessExecutor.execute` (the :class:`~vampstudy.execute.Executor` interface for a
+caller that records itself) measures and records the child runs in the measuring process
+and hands the results back to the caller's sink
 (:mod:`vampstudy.executors.measuring`).
 
 What crosses: a trial's large tensors and arrays (decoded audio, codes, mask) through a
 bounded ring of shared-memory slots (:mod:`vampstudy.executors.shm`; ``slots`` of them);
-a slot is freed when its trial is recorded, and the model loop waits only when every slot
-is busy — the memory in flight is bounded. Only small messages cross the pipe. The
-recorded outcome comes back for the analysis without its audio, which is read back from
-the run's ``audio/*.wav`` when needed (:class:`~vampstudy.executors.measuring.RecordedAudio`;
-from a store with remote artifacts the audio comes back in the message).
+the model loop waits only when every slot is busy — the memory in flight is bounded.
+Only small messages cross the pipe (:mod:`vampstudy.executors.wire`).
 
 Threads: the measuring process runs torch (and OpenMP, MKL, OpenBLAS) on one thread; while
 trials run, the model process leaves it one core (torch threads ``max(1, cores - 1)``, or
@@ -23,12 +33,13 @@ trials run, the model process leaves it one core (torch threads ``max(1, cores -
 by float32 summation noise; on the same counts they are equal.
 
 Faults: a measuring process that dies (killed, out of memory) stops the study with one
-line (:class:`MeasuringProcessLost`; the runner marks it FAILED) and ``--resume``
-redoes what was not recorded. If the model process dies, the measuring process sees its
-pipe close and exits by itself. A store outage is waited out in the measuring process as
-on the local executors (:mod:`vampstudy.patience`), its one-line notices forwarded here.
-Ctrl-C: the trials whose model stage finished are measured and recorded, then the
-interrupt goes on (the runner marks the study KILLED).
+line (:class:`MeasuringProcessLost`; the parent run is marked FAILED from here) and
+``--resume`` redoes what was not recorded. If the model process dies, the measuring
+process sees its pipe close, marks the study FAILED and exits. A store outage is waited
+out in the measuring process (:mod:`vampstudy.patience`), its one-line notices forwarded
+here. Ctrl-C: the trials whose model stage finished are measured and recorded, then the
+study is marked KILLED there (``SIGUSR1`` reaches it past the trials: the last records,
+the analysis) and ``StudyInterrupted`` is raised here.
 
 Results (params, metrics, artifacts, run order) are those of ``sequential``.
 """
@@ -48,7 +59,8 @@ from contextlib import contextmanager
 from ..errors import ConfigError, VampstudyError
 from ..execute import Executor, TrialResult, failed, seed_everything
 from ..patience import DEFAULT_PATIENCE
-from .measuring import job_payload, main as measuring_main
+from .measuring import main as measuring_main
+from .wire import job_payload
 from .shm import SlotRing, dumps
 
 logger = logging.getLogger(__name__)
@@ -195,6 +207,55 @@ class _Replies(threading.Thread):
                 self.ex._ring.cv.wait(0.2)
 
 
+class _StudyReplies(_Replies):
+    """The replies of a whole study hosted by the measuring process (:meth:`ProcessExecutor.host`):
+    slots back, progress, notices and log lines, the parent run's id, the trials to run,
+    and at the end the study's result or error."""
+
+    def __init__(self, executor: "ProcessExecutor", plan, progress, notify):
+        super().__init__(executor, list(plan.todo), None, notify)
+        self.plan, self.progress = plan, progress
+        self.trial_of = {t.key: t.trial for t in plan.trials}
+        self.todo: list | None = None
+        self.opened: tuple[str, str] | None = None
+        self.result = None
+
+    def _dispatch(self, msg: tuple) -> bool:
+        kind = msg[0]
+        if kind == "release":
+            self.ex._ring.release(msg[1])
+        elif kind == "progress":
+            _, key, status, i, total = msg
+            self.recorded += status != "SKIPPED"
+            if self.progress is not None:
+                self.progress(self.trial_of[key], status, i, total)
+        elif kind in ("todo", "opened", "study-done"):
+            with self.ex._ring.cv:
+                if kind == "todo":
+                    self.todo = [self.plan.trials[i] for i in msg[1]]
+                elif kind == "opened":
+                    self.opened = (msg[1], msg[2])
+                else:
+                    self.result, self.done = pickle.loads(msg[1]), True
+                self.ex._ring.cv.notify_all()
+            return kind == "study-done"
+        elif kind == "study-error":
+            self._fail(pickle.loads(msg[1]))
+            return True
+        else:
+            return super()._dispatch(msg)
+        return False
+
+    def wait_for(self, what: str):
+        """Wait until ``what`` (``todo`` or ``result``) arrived; the study's error raises."""
+        with self.ex._ring.cv:
+            while getattr(self, what) is None and not self.done:
+                self.check()
+                self.ex._ring.cv.wait(0.2)
+            self.check()
+            return getattr(self, what)
+
+
 class ProcessExecutor(Executor):
     """The model here, measurement and recording in one measuring process (see the module).
 
@@ -329,17 +390,90 @@ class ProcessExecutor(Executor):
             data = dumps(staged, arrays)
         except Exception as exc:
             result = failed(planned, exc, started)
-            self._send("failed", pos, result.error, result.traceback, result.seconds)
+            model_s = time.time() - started
+            self._send("failed", pos, result.error, result.traceback, result.seconds, started,
+                       model_s)
             return
         finally:
-            self.stats["model_s"] += time.time() - started
-            self._model_times[pos] = (started, time.time() - started)   # vampstudy.phases
+            model_s = time.time() - started
+            self.stats["model_s"] += model_s
+            if replies.sink is not None:   # execute(): the replies carry these (hosted: the trial)
+                self._model_times[pos] = (started, model_s)   # vampstudy.phases
         del staged
         waiting = time.time()
         slot = self._ring.acquire(replies.check)
         self.stats["wait_s"] += time.time() - waiting
         name, layout = self._ring.put(slot, arrays)
-        self._send("trial", pos, slot, name, layout, data, started)
+        self._send("trial", pos, slot, name, layout, data, started, model_s)
+
+    # ------------------------------------------------------------ a whole study
+    #: The measuring process runs a whole study's tracking side (:meth:`host`).
+    hosts_tracking = True
+
+    def host(self, side, uri: str | None, progress=None, notify=None):
+        """Run a study whose tracking side (:func:`vampstudy.runner.track_study`) runs in the
+        measuring process (:mod:`vampstudy.executors.hosting`); this process runs the
+        model stages only. Returns the :class:`~vampstudy.runner.StudyResult`; the
+        study's errors (``StudyFailed``, ``StudyInterrupted``, ``TrackingLost``, …) are
+        raised here as they were there."""
+        from .hosting import study_payload
+
+        try:
+            if self._proc is None or not self._proc.is_alive():
+                self._start()
+            try:
+                payload = study_payload(side, uri, self.describe())
+            except (pickle.PicklingError, TypeError, AttributeError) as exc:
+                raise ConfigError(f"--executor process sends the study to the measuring process, "
+                                  f"but {type(side.study).__name__} cannot be pickled "
+                                  f"({type(exc).__name__}: {exc}); use --executor pipelined"
+                                  ) from exc
+            replies = _StudyReplies(self, side.plan, progress, notify or logger.warning)
+            replies.start()
+            self._send("study", payload)
+            self.stats.update(model_s=0.0, wait_s=0.0)
+            with _torch_threads(self.model_threads):
+                return self._host(side, replies, uri)
+        finally:
+            self.close()
+
+    def _host(self, side, replies: _StudyReplies, uri: str | None):
+        from ..execute import Job
+
+        job = Job(study=side.study, backend=side.session.backend)
+        try:
+            todo = replies.wait_for("todo") if side.resume else side.plan.todo
+            for planned in todo:
+                self._model_stage(job, planned.index, planned, replies)
+            self._send("end")
+            return replies.wait_for("result")
+        except KeyboardInterrupt:
+            return self._interrupt(replies)
+        except MeasuringProcessLost as exc:
+            _close_orphaned(uri, replies.opened, exc)
+            raise
+        except OSError as exc:   # the pipe broke: the measuring process is gone
+            replies.join(5.0)
+            lost = replies.error or self._lost(replies.recorded, len(side.plan.todo))
+            _close_orphaned(uri, replies.opened, lost)
+            raise lost from exc
+
+    def _interrupt(self, replies: _StudyReplies):
+        """After Ctrl-C: the measuring process records what it holds, marks the study KILLED
+        and answers ``StudyInterrupted``, raised from here (or, when the interrupt came
+        after the last trial, finishes the study: its result is returned)."""
+        try:
+            self._send("interrupt")
+            if self.pid is not None:   # past the trials (the last records, the analysis)
+                os.kill(self.pid, signal.SIGUSR1)
+            return replies.wait_for("result")
+        except KeyboardInterrupt:   # a second Ctrl-C: stop now (--resume cleans up)
+            self._kill()
+            raise
+        except (OSError, MeasuringProcessLost) as exc:
+            logger.error("while stopping: %s", exc)
+            self._kill()
+            raise KeyboardInterrupt from exc
 
     def _finish_in_flight(self, replies: _Replies) -> None:
         """After Ctrl-C: let the measuring process record what it holds, then stop."""
@@ -372,3 +506,24 @@ class ProcessExecutor(Executor):
             self._conn.close()
             self._conn = None
         self._ring.close()
+
+
+def _close_orphaned(uri: str | None, opened: tuple[str, str] | None, exc: BaseException) -> None:
+    """Mark the parent run FAILED after the measuring process that held it died (the only
+    time this process opens the tracking store)."""
+    if opened is None:
+        return
+    import traceback
+
+    from ..record import TAG_FAILED_STAGE
+    from ..tracking import Tracker
+
+    try:
+        tracker = Tracker(uri)
+        with tracker.fail_fast():
+            parent = opened[1]
+            tracker.log_text(parent, "".join(traceback.format_exception(exc)), "traceback.txt")
+            tracker.set_tags(parent, {TAG_FAILED_STAGE: "execute"})
+            tracker.finish(parent, "FAILED")
+    except Exception as close_exc:   # the store itself is away: --resume takes it as it is
+        logger.error("could not mark run %s FAILED: %s", opened[1], close_exc)
