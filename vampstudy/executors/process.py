@@ -292,7 +292,7 @@ class ProcessExecutor(Executor):
         #: the measuring process ``measure_s`` and ``record_s`` (recording, reply included).
         self.stats: dict = {}
         self._model_times: dict[int, tuple[float, float]] = {}   # pos → (started, seconds)
-        self._ring = SlotRing(self.slots)
+        self._ring: SlotRing | None = None
         self._proc = self._conn = None
         self._ready = False
         self._start()
@@ -306,8 +306,13 @@ class ProcessExecutor(Executor):
         return {"executor": self.name, "slots": self.slots}
 
     def _start(self) -> None:
+        """Start the measuring process, with a ring of free slots (a study that stopped
+        midway may have left slots taken in the last one)."""
         from multiprocessing import resource_tracker
 
+        if self._ring is not None:
+            self._ring.close()
+        self._ring = SlotRing(self.slots)
         ctx = multiprocessing.get_context("spawn")
         # one resource tracker for both processes (started before the pipe exists, so it
         # holds none of its ends): the child's attaching to a slot never ends in a tracker
