@@ -16,7 +16,7 @@ import torch
 
 from studies.periodic import PeriodicIntervalStudy
 from tests import test_executors as executor_tests
-from vampstudy.errors import ConfigError
+from vampstudy.errors import ConfigError, VampstudyError
 from vampstudy.execute import Job, TrialResult
 from vampstudy.executors import make_executor
 from vampstudy.executors.process import ProcessExecutor
@@ -186,3 +186,37 @@ def test_process_is_an_executor_name_and_checks_its_slots():
         assert executor.describe() == {"executor": "process", "slots": 2}
     finally:
         executor.close()
+
+
+def test_a_study_error_reaches_the_model_process_whole():
+    """The measuring process sends the study's error pickled: its class, message and
+    attributes come back (the CLI reads ``what`` of TrackingLost, ``result`` of
+    StudyFailed), an unpicklable cause as its words."""
+    import pickle
+    import threading
+
+    from vampstudy.runner import AnalysisFailed, StudyFailed, StudyResult, TrackingLost
+
+    class Unpicklable(Exception):
+        def __init__(self):
+            super().__init__("store gone")
+            self.lock = threading.Lock()
+
+    result = StudyResult("1", "parent", "sqlite:///x.db", [], skipped=2, report={"view_key": "k"})
+    for exc in (StudyFailed(result, {"interval=3": "ValueError: bad"}),
+                AnalysisFailed("periodic", "parent", 3, ValueError("no")),
+                TrackingLost("sqlite:///x.db", 2, 5, Unpicklable(), dropped=1),
+                ConfigError("--intervals must be positive", option="--intervals")):
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc)
+        assert back.__dict__.keys() == exc.__dict__.keys()
+    failed = pickle.loads(pickle.dumps(StudyFailed(result, {"a": "b"})))
+    assert failed.result.skipped == 2 and failed.result.report == {"view_key": "k"}
+    assert failed.errors == {"a": "b"}
+    lost = pickle.loads(pickle.dumps(TrackingLost("sqlite:///x.db", 2, 5, Unpicklable())))
+    assert lost.what.startswith("lost the tracking store sqlite:///x.db")
+    assert pickle.loads(pickle.dumps(ConfigError("x", option="--y"))).option == "--y"
+    held = VampstudyError("the store failed")
+    held.cause, held.lock = Unpicklable(), threading.Lock()
+    back = pickle.loads(pickle.dumps(held))
+    assert back.cause == "Unpicklable: store gone" and back.lock is None
