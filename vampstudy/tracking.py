@@ -219,6 +219,18 @@ def table_files(rows: list[dict]) -> tuple[bytes, bytes]:
     return text.encode(), buf.getvalue().encode()
 
 
+def write_artifact_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (path relative to ``folder`` → bytes) under ``folder``, as MLflow's
+    local artifact repository lays a run's artifacts out (OSError propagates)."""
+    made: set[Path] = set()
+    for path, data in files.items():
+        local = folder / path
+        if local.parent not in made:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            made.add(local.parent)
+        local.write_bytes(data)
+
+
 class Tracker:
     """A tracking store and the vampstudy run layout on it."""
 
@@ -444,13 +456,17 @@ class Tracker:
 
     def _upload(self, run_id: str, files: dict[str, bytes]) -> None:
         """Every file in one ``log_artifacts`` of the run's artifact repository (found without
-        a request while the run is open)."""
+        a request while the run is open); straight into the run's folder when that is local."""
+        uri = self._artifact_uris.get(run_id)
+        folder = stores.local_path(uri) if uri is not None else None
+        if folder is not None:
+            try:
+                write_artifact_files(folder, files)
+            except OSError as exc:
+                raise TrackingError(stores.artifact_error(uri, exc)) from exc
+            return
         with tempfile.TemporaryDirectory() as tmp:
-            for path, data in files.items():
-                local = Path(tmp) / path
-                local.parent.mkdir(parents=True, exist_ok=True)
-                local.write_bytes(data)
-            uri = self._artifact_uris.get(run_id)
+            write_artifact_files(Path(tmp), files)
             if uri is None:
                 self.client.log_artifacts(run_id, tmp)
                 return
