@@ -27,7 +27,7 @@ import soundfile as sf
 from tests.chromium import launch, sync_api as playwright  # skips the module without them
 
 from studies.periodic import NOTEBOOK_INTERVALS, PeriodicIntervalStudy  # noqa: E402
-from vampstudy import views  # noqa: E402
+from vampstudy import sharedviews, views  # noqa: E402
 from vampstudy.audio import synthesize_demo  # noqa: E402
 from vampstudy.runner import run_study  # noqa: E402
 from vampstudy.tracking import Tracker  # noqa: E402
@@ -51,7 +51,7 @@ def study(tmp_path_factory, backend):
     study = PeriodicIntervalStudy()
     study.controls = False   # the view of the 11 conditions (controls: tests/test_views.py)
     result = run_study(study, backend, tracker, audio=[str(clip)], seeds=[0])  # saves the view
-    assert tracker.latest_view(result.experiment_id) == views.view_key(result.parent_run_id)
+    assert sharedviews.latest_view(tracker, result.experiment_id) == views.view_key(result.parent_run_id)
     return tracker, result, root
 
 
@@ -129,8 +129,8 @@ def test_printed_url_opens_the_configured_runs_table(study, ui_url, browser, tmp
 def test_printed_url_charts_every_interval(study, ui_url, browser, tmp_path):
     tracker, result, _ = study
     key = views.view_key(result.parent_run_id)
-    url = tracker.ui_url(result.experiment_id, *ui_url.split("//")[1].split("/")[0].split(":"),
-                         view_key=key, charts=True)
+    url = sharedviews.ui_url(result.experiment_id, *ui_url.split("//")[1].split("/")[0].split(":"),
+                             view_key=key, charts=True)
     page = browser.new_page(viewport={"width": 1600, "height": 1200})
     page.goto(url)
     try:

@@ -59,6 +59,24 @@ def test_level_metrics_against_numpy_and_pyloudnorm():
     assert quiet["loudness_delta_db"] == pytest.approx(20 * math.log10(0.5), abs=0.05)
 
 
+def test_original_loudness_is_measured_once_per_clip_and_again_after_a_change(monkeypatch):
+    original = _signal(_music())
+    calls = []
+    measure = levels.loudness_lufs
+    monkeypatch.setattr(levels, "loudness_lufs", lambda s: calls.append(1) or measure(s))
+    outputs = [_signal(g * _music(seed=1)) for g in (0.5, 2.0)]
+    metrics = [levels.add_level_metrics(type("O", (), {"audio": {"output": o}, "metrics": {}})(),
+                                        original).metrics for o in outputs]
+    assert len(calls) == 3            # the original once, each output once
+    for o, m in zip(outputs, metrics):   # the same figures as measuring both every time
+        assert m == levels.level_metrics(original, o)
+    original.audio_data.mul_(0.25)       # changed in place: measured again, 12 dB quieter
+    calls.clear()
+    assert levels.original_lufs(original) == measure(original)
+    assert levels.original_lufs(original) == pytest.approx(_lufs(0.25 * _music()), abs=0.1)
+    assert len(calls) == 1
+
+
 def test_match_loudness_hits_the_target_and_reports_its_gain():
     x = _music()
     signal = _signal(x)

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from scipy import stats as sps
 
 from tests.listen_raters import ratings as oracle
-from vampstudy import views
+from vampstudy import sharedviews, views
 from vampstudy.cli import main
 from vampstudy.listen import design as dz
 from vampstudy.listen import stimuli
@@ -121,7 +121,8 @@ def test_ratings_screening_summary_and_metrics_land_on_the_runs(built, listen_st
             assert m["listen_n"] == len(kept) == 4
         row = next(r for r in summary["conditions"] if r["condition"] == cond["condition"])
         assert row["mean"] == pytest.approx(np.mean(kept))
-    view = tracker.load_view(tracker.get_run(run_id).info.experiment_id, views.view_key(run_id))
+    view = sharedviews.load_view(tracker, tracker.get_run(run_id).info.experiment_id,
+                                 views.view_key(run_id))
     assert "metrics.`listen_mean`" in view["selectedColumns"]
 
 

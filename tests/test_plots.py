@@ -83,3 +83,26 @@ def test_condition_figure_pools_seeds_and_clips_in_condition_order():
     assert y[2] == pytest.approx(expected["mean"]) and expected["n"] == 6
     assert fig.axes[0].containers[0].has_yerr
     assert "n=6" in fig.axes[0].get_title()
+
+
+def test_reused_trial_figures_are_the_pngs_of_fresh_figures():
+    """vampstudy.trialfigures draws each trial on the last trial's figure: the PNG must be
+    byte for byte what a figure built for that trial alone gives (data, colour range, title)."""
+    from audiotools import AudioSignal
+
+    from vampstudy import trialfigures
+
+    gen = torch.Generator().manual_seed(0)
+    sr = 44100
+    # two lengths (two layouts), interleaved, and loud/quiet signals (different colour ranges)
+    signals = [AudioSignal(torch.randn(1, 1, n, generator=gen) * gain, sr)
+               for n, gain in ((3 * sr, 0.5), (2 * sr, 0.1), (3 * sr, 0.01), (2 * sr, 0.3))]
+    masks = [(torch.rand(1, 14, n, generator=gen) > p).long()
+             for n, p in ((300, 0.5), (150, 0.9), (300, 0.1), (150, 0.5))]
+    for i, (signal, mask) in enumerate(zip(signals, masks)):
+        title, label = f"condition {i}", f"backend: test {i % 2}"
+        fresh = plots.RenderedFigure.of(plots.mask_figure(mask, title, label)).png
+        assert trialfigures.mask_png(mask, title, label).png == fresh, i
+        fresh = plots.RenderedFigure.of(plots.spectrogram_figure(signal, title, label)).png
+        assert trialfigures.spectrogram_png(signal, title, label).png == fresh, i
+    assert len(trialfigures._FIGURES) <= trialfigures.KEPT

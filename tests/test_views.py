@@ -5,7 +5,7 @@ import json
 import pytest
 
 from studies.periodic import PeriodicIntervalStudy
-from vampstudy import cli, views
+from vampstudy import cli, sharedviews, views
 from vampstudy.intervals import interval_warnings, parse_interval, suggest
 from vampstudy.runner import run_study
 from vampstudy.study import Condition, Outcome, PreparedClip, Trial
@@ -68,14 +68,14 @@ def test_saved_view_is_the_experiment_tag_mlflow_reads(tracker, backend, music_3
     state = json.loads(envelope["state"])
     config_hash = tracker.get_run(result.parent_run_id).data.tags["vampstudy.config_hash"]
     assert config_hash in state["searchFilter"]
-    assert tracker.latest_view(result.experiment_id) == key
-    assert tracker.load_view(result.experiment_id, key) == state
+    assert sharedviews.latest_view(tracker, result.experiment_id) == key
+    assert sharedviews.load_view(tracker, result.experiment_id, key) == state
     # the filter selects exactly this study's runs, parent included (MLflow hides orphans)
     runs = tracker.client.search_runs([result.experiment_id], state["searchFilter"])
     assert len(runs) == 1 + 3 + 1 + 3     # parent, conditions, codec control, noise controls
-    url = tracker.ui_url(result.experiment_id, view_key=key)
+    url = sharedviews.ui_url(result.experiment_id, view_key=key)
     assert url.endswith(f"runs?workflowType=machine_learning&viewStateShareKey={key}")
-    assert tracker.ui_url(result.experiment_id, view_key=key, charts=True).endswith(
+    assert sharedviews.ui_url(result.experiment_id, view_key=key, charts=True).endswith(
         "&compareRunsMode=CHART")
 
 

@@ -588,8 +588,8 @@ def _report(tracker, uri: str, result) -> None:
     """The summary table, the counts and how to open the results; read from
     ``result.report`` when the store was open in the measuring process only (``tracker``
     is then just its URI), else from ``tracker``."""
-    from .layout import ui_url
     from .report import compact_columns, format_table, legend
+    from .sharedviews import ui_url
 
     rows, key = _report_facts(tracker, result)
     if rows:

@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import weakref
+from collections import OrderedDict
 from typing import Iterable
 
 import torch
@@ -57,6 +60,36 @@ def loudness_lufs(signal: AudioSignal) -> float:
     """
     fresh = AudioSignal(_samples(signal)[None].clone(), int(signal.sample_rate))
     return float(fresh.loudness()[0])
+
+
+_ORIGINALS: "OrderedDict[int, tuple]" = OrderedDict()   # id(audio tensor) → (ref, stamp, lufs)
+_ORIGINALS_LOCK = threading.Lock()
+#: How many originals' loudness :func:`original_lufs` keeps.
+ORIGINALS_KEPT = 4
+
+
+def original_lufs(signal: AudioSignal) -> float:
+    """:func:`loudness_lufs` of a clip every trial compares against, measured once per clip.
+
+    Kept while the signal's audio tensor is the same object, unchanged (its in-place
+    version counter, shape and rate), for the last :data:`ORIGINALS_KEPT` clips; a
+    modified or different tensor is measured afresh.
+    """
+    data = signal.audio_data
+    stamp = (getattr(data, "_version", None), tuple(data.shape), int(signal.sample_rate))
+    key = id(data)
+    with _ORIGINALS_LOCK:
+        hit = _ORIGINALS.get(key)
+        if hit is not None and hit[0]() is data and hit[1] == stamp:
+            _ORIGINALS.move_to_end(key)
+            return hit[2]
+    value = loudness_lufs(signal)
+    with _ORIGINALS_LOCK:
+        _ORIGINALS[key] = (weakref.ref(data), stamp, value)
+        _ORIGINALS.move_to_end(key)
+        while len(_ORIGINALS) > ORIGINALS_KEPT:
+            _ORIGINALS.popitem(last=False)
+    return value
 
 
 def peak(signal: AudioSignal) -> float:
@@ -158,8 +191,8 @@ def add_level_metrics(outcome, original: AudioSignal):
     """
     output = outcome.audio.get("output")
     if output is not None and not all(m in outcome.metrics for m in LEVEL_METRICS):
-        outcome.metrics.update({k: v for k, v in level_metrics(original, output).items()
-                                if k not in outcome.metrics})
+        measured = level_metrics(original, output, original_lufs(original))
+        outcome.metrics.update({k: v for k, v in measured.items() if k not in outcome.metrics})
     return outcome
 
 

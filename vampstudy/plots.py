@@ -98,8 +98,13 @@ def _fixed_grid(fig: Figure, n_rows: int, gap: float, left: float = 0.6, right: 
                         hspace=gap / panel)
 
 
+def mask_image_data(mask: torch.Tensor, n_codebooks: int = 4, n_steps: int = 200) -> np.ndarray:
+    """What :func:`mask_figure` draws: batch item 0's first ``n_codebooks`` × ``n_steps``."""
+    return mask[0, :n_codebooks, :n_steps].cpu().numpy()
+
+
 def _mask_image(ax, mask: torch.Tensor, n_codebooks: int, n_steps: int) -> None:
-    m = mask[0, :n_codebooks, :n_steps].cpu().numpy()
+    m = mask_image_data(mask, n_codebooks, n_steps)
     ax.imshow(m, aspect="auto", interpolation="nearest", cmap="Greys", vmin=0, vmax=1,
               origin="lower")
     ax.set_ylabel("codebook")
@@ -257,14 +262,21 @@ def _pool_columns(db: np.ndarray, max_columns: int) -> np.ndarray:
     return db.reshape(db.shape[0], -1, factor).max(axis=2)
 
 
-def _spec_image(ax, signal, max_hz: float = 11025.0, max_columns: int = 1600) -> None:
+def spectrogram_image_data(signal, max_hz: float = 11025.0, max_columns: int = 1600
+                           ) -> tuple[np.ndarray, tuple, float]:
+    """What :func:`spectrogram_figure` draws: ``(dB image, extent (s, s, kHz, kHz), vmax)``;
+    the colour range is ``vmax - 80`` to ``vmax``."""
     db, duration, nyquist = log_spectrogram(signal)
     top = min(max_hz, nyquist)
     rows = int(math.ceil(db.shape[0] * top / nyquist))
     db = _pool_columns(db[:rows], max_columns)
-    vmax = float(db.max())
+    return db, (0, duration, 0, top / 1000), float(db.max())
+
+
+def _spec_image(ax, signal, max_hz: float = 11025.0, max_columns: int = 1600) -> None:
+    db, extent, vmax = spectrogram_image_data(signal, max_hz, max_columns)
     ax.imshow(db, aspect="auto", origin="lower", cmap="magma", vmin=vmax - 80, vmax=vmax,
-              extent=(0, duration, 0, top / 1000))
+              extent=extent)
     ax.set_ylabel("kHz")
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .plan import TAG_CHECK, TAG_CONFIG, TAG_NOTE, TAG_ROLE, TAG_TRIAL, Plan, PlannedTrial
+from .runfiles import arrays_bytes
 from .stored import StoredArrays, StoredAudio, compact_outcome
 from .study import Outcome, Record, Trial
 
@@ -79,7 +80,7 @@ def record_contents(tracker, run_id: str, rec: Record | None, extra_params: dict
     for name, signal in rec.audio.items():
         files[f"audio/{name}.wav"] = audio_io.signal_to_wav_bytes(signal)
     if rec.arrays:
-        files["arrays.npz"] = tracker.arrays_bytes(rec.arrays)
+        files["arrays.npz"] = arrays_bytes(rec.arrays)
     if rec.figures:
         from .plots import RenderedFigure
 

@@ -35,17 +35,6 @@ DEFAULT_STORE_DIR = "mlruns"
 _DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
-def default_store(root: str | Path | None = None) -> tuple[str, str]:
-    """``(tracking_uri, artifact_root_uri)`` for the default sqlite store under ``root/mlruns``."""
-    base = Path(root or os.getcwd()) / DEFAULT_STORE_DIR
-    return f"sqlite:///{(base / 'mlflow.db').resolve()}", (base / "artifacts").resolve().as_uri()
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the default sqlite store."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store()[0]
-
-
 def _sqlite_hint(path: Path) -> str:
     """``sqlite:///…`` for a path the user gave (a database file or a folder to hold one)."""
     target = path if path.suffix.lower() in _DB_SUFFIXES else path / "mlflow.db"
@@ -295,3 +284,33 @@ def probe_store(uri: str, timeout: float = 2.0,
         return f"its database is {'locked' if 'locked' in str(exc) else exc}"
     finally:
         conn.close()
+
+
+def default_store(root: str | Path | None = None) -> tuple[str, str]:
+    """``(tracking_uri, artifact_root_uri)`` for the default sqlite store under ``root/mlruns``."""
+    base = Path(root or os.getcwd()) / DEFAULT_STORE_DIR
+    return f"sqlite:///{(base / 'mlflow.db').resolve()}", (base / "artifacts").resolve().as_uri()
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the default sqlite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store()[0]
+
+
+@contextmanager
+def short_http_retries(force: bool = False):
+    """Fail fast when probing a server (MLflow retries HTTP for minutes by default); the
+    user's own MLFLOW_HTTP_REQUEST_* settings win unless ``force``."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                                             "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    put = os.environ.__setitem__ if force else os.environ.setdefault
+    put("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    put("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

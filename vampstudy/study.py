@@ -484,7 +484,7 @@ class MaskingStudy(Study):
         """Token and fidelity metrics, figures and :meth:`measure` (needs no model call)."""
         if not isinstance(staged, ModelOutput):
             return staged
-        from . import plots
+        from . import plots, trialfigures
 
         codes, mask, codes_out, signal = trial.clip.codes, staged.mask, staged.codes_out, staged.signal
         metrics, series = token_metrics(codes, codes_out, mask, staged.upper)
@@ -501,8 +501,9 @@ class MaskingStudy(Study):
             audio={"output": signal},
             arrays={"codes_in": codes.cpu().numpy(), "codes_out": codes_out.cpu().numpy(),
                     "mask": mask.cpu().numpy()},
-            figures={"mask": plots.mask_figure(mask, title, label),
-                     "spectrogram": plots.spectrogram_figure(signal, trial.condition.name, label)},
+            # drawn on reused figures and rendered now (vampstudy.trialfigures)
+            figures={"mask": trialfigures.mask_png(mask, title, label),
+                     "spectrogram": trialfigures.spectrogram_png(signal, trial.condition.name, label)},
         )
         for name in self.usable_embeddings(backend):
             outcome.arrays[array_name(name)] = get_embedding(name).frames(signal, backend)

@@ -1,4 +1,4 @@
-"""MLflow: store resolution, the run layout, logging, and finding runs again.
+"""MLflow: opening a store, the run layout, logging runs and reading them back.
 
 This is the only module that imports mlflow. It uses :class:`MlflowClient`
 with explicit run ids (never the fluent active-run stack) and sets
@@ -7,21 +7,21 @@ with explicit run ids (never the fluent active-run stack) and sets
 Tracking URI resolution: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``,
 else a sqlite database ``mlruns/mlflow.db`` under the current directory with
 artifacts in ``mlruns/artifacts`` (MLflow 3 refuses the old ``./mlruns`` file store).
-URI checks, the artifact folder of sqlite stores and the store lock live in
-:mod:`vampstudy.stores`.
+URI checks, the default store, the artifact folder of sqlite stores and the store lock
+live in :mod:`vampstudy.stores`; the sqlite file guard in :mod:`vampstudy.storeguard`;
+what run files are made of in :mod:`vampstudy.runfiles`. Jobs a running study never does
+are functions of a Tracker in their own modules: saved UI views and the UI's URL and
+command (:mod:`vampstudy.sharedviews`), check records (:mod:`vampstudy.checklog`) and
+finding study runs again (:mod:`vampstudy.studyruns`).
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 import logging
 import os
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,11 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from . import layout, stores
-from .stores import DEFAULT_STORE_DIR, default_store, resolve_tracking_uri  # noqa: F401
+from . import storeguard, stores
 from .errors import TrackingError
+from .runfiles import dataset_fields, table_files
+from .storeguard import StoreFileGone  # noqa: F401  (raised by a guarded store's statements)
+from .stores import DEFAULT_STORE_DIR, default_store, resolve_tracking_uri  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +54,7 @@ PARAM_MAX = 6000
 TAG_LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"  # MLflow: the run's tables, for the UI and load_table
 
 from .layout import (TAG_BACKEND, TAG_CHECK, TAG_CONDITION, TAG_CONFIG, TAG_NOTE,  # noqa: E402,F401
-                     TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL, VIEW_URL_PARAM)
-TAG_LATEST_VIEW = "vampstudy.latest_view"  # experiment tag: key of the newest saved runs view
-VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # MLflow UI: experiment tag of a shared view
+                     TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL)
 
 
 def _plain(value: Any) -> str:
@@ -63,25 +63,6 @@ def _plain(value: Any) -> str:
     if isinstance(value, float):
         return repr(round(value, 6))
     return str(value)
-
-
-@contextmanager
-def _short_http_retries(force: bool = False):
-    """Fail fast when probing a server (MLflow retries HTTP for minutes by default); the
-    user's own MLFLOW_HTTP_REQUEST_* settings win unless ``force``."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-                                             "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    put = os.environ.__setitem__ if force else os.environ.setdefault
-    put("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    put("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _artifact_write(method):
@@ -101,44 +82,6 @@ def _artifact_write(method):
     return wrapper
 
 
-class StoreFileGone(TrackingError):
-    """A statement refused because the sqlite database file vanished or was replaced."""
-
-
-_OPENED: dict[str, tuple[int, int]] = {}   # sqlite database path → its file when opened
-
-
-def _guard_database_file(client: MlflowClient, path: Path) -> None:
-    """Refuse every statement, commit and new connection of ``client``'s sqlite store while
-    its database file is not the file the Tracker opened (:data:`_OPENED`).
-
-    Without this, a connection MLflow keeps open goes on writing into a deleted file (work
-    lost without an error) and a new connection creates an empty database at the path. With
-    it, the store call fails with :class:`StoreFileGone`, the probe says why
-    (:func:`vampstudy.stores.database_file_problem`), and :mod:`vampstudy.patience` waits for
-    the file to come back.
-    """
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    engine = getattr(store, "engine", None)
-    if engine is None or getattr(engine, "_vampstudy_guarded", False):
-        return
-    from sqlalchemy import event
-
-    key = str(path)
-
-    def check(*_args, **_kwargs):
-        if key not in _OPENED:   # a Tracker is opening (or creating) the store right now
-            return None
-        problem = stores.database_file_problem(path, _OPENED[key])
-        if problem is not None:
-            raise StoreFileGone(f"the tracking store refused a write: {problem}")
-        return None
-
-    for name in ("before_cursor_execute", "commit", "do_connect"):
-        event.listen(engine, name, check)
-    engine._vampstudy_guarded = True
-
-
 class _Client(MlflowClient):
     """An :class:`MlflowClient` whose artifact uploads fail with one clear line."""
 
@@ -149,62 +92,22 @@ for _name in ("log_artifact", "log_artifacts", "log_text", "log_figure", "log_ta
         setattr(_Client, _name, _artifact_write(getattr(MlflowClient, _name)))
 
 
-def _column_type(values: list) -> str:
-    """MLflow's column type for a list of plain values."""
-    if all(isinstance(v, bool) for v in values):
-        return "boolean"
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return "long"
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return "double"
-    return "string"
-
-
 def clips_dataset(name: str, clips: list[dict]):
-    """An MLflow dataset entity whose rows are the clips' identities.
-
-    Its source is the folder the clip files share (``local``), or, for clips with
-    no file (the built-in demo), a ``code`` source naming them. The digest is the
-    first 8 hex digits of the SHA-256 of the rows (as canonical JSON).
-    """
-    columns = list(dict.fromkeys(k for c in clips for k in c))
-    schema = {"mlflow_colspec": [
-        {"type": _column_type([c[k] for c in clips if k in c]), "name": k,
-         "required": all(k in c for c in clips)} for k in columns]}
-    rows = json.dumps(clips, sort_keys=True, default=str)
-    paths = [Path(str(c.get("path"))) for c in clips]
-    if paths and all(p.exists() for p in paths):
-        source_type = "local"
-        source = {"uri": os.path.commonpath([str(p.resolve().parent) for p in paths])}
-    else:  # the built-in demo clip has no file
-        source_type = "code"
-        source = {"tags": {"vampstudy.source": ", ".join(map(str, paths))}}
-    return mlflow.entities.Dataset(
-        name=name, digest=hashlib.sha256(rows.encode()).hexdigest()[:8],
-        source_type=source_type, source=json.dumps(source), schema=json.dumps(schema),
-        profile=json.dumps({"num_rows": len(clips), "num_elements": len(clips) * len(columns)}))
+    """An MLflow dataset entity whose rows are the clips' identities
+    (:func:`vampstudy.runfiles.dataset_fields`)."""
+    return mlflow.entities.Dataset(**dataset_fields(name, clips))
 
 
-def table_files(rows: list[dict]) -> tuple[bytes, bytes]:
-    """``(json, csv)`` of a table: the JSON in MLflow's table format (pandas' ``split``
-    orient without index: ``{"columns": [...], "data": [[...], ...]}``, non-finite numbers
-    as null), the CSV with a header row. Columns in first-seen order."""
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-
-    def plain(value):
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, float) and not np.isfinite(value):
-            return None
-        return value
-
-    data = [[plain(row.get(c)) for c in columns] for row in rows]
-    text = json.dumps({"columns": columns, "data": data}, default=str)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return text.encode(), buf.getvalue().encode()
+def write_artifact_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (path relative to ``folder`` → bytes) under ``folder``, as MLflow's
+    local artifact repository lays a run's artifacts out (OSError propagates)."""
+    made: set[Path] = set()
+    for path, data in files.items():
+        local = folder / path
+        if local.parent not in made:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            made.add(local.parent)
+        local.write_bytes(data)
 
 
 class Tracker:
@@ -220,16 +123,16 @@ class Tracker:
         db = stores.sqlite_path(self.uri)
         self._db_identity: tuple[int, int] | None = None   # the database file, once opened
         try:
-            with stores.store_lock(self.uri), _short_http_retries():
+            with stores.store_lock(self.uri), stores.short_http_retries():
                 if db is not None:
-                    _OPENED.pop(str(db), None)
+                    storeguard.forget(db)
                 self.client = _Client(tracking_uri=self.uri)
                 self.client.search_experiments(max_results=1)  # creates a new store's tables
                 self._use_artifact_root()
                 if db is not None:
                     self._db_identity = stores.file_identity(db)
-                    _OPENED[str(db)] = self._db_identity
-                    _guard_database_file(self.client, db)
+                    storeguard.remember(db, self._db_identity)
+                    storeguard.guard(self.client, db)
         except Exception as exc:
             raise TrackingError(
                 f"cannot reach the MLflow tracking store at {self.uri} ({type(exc).__name__}: "
@@ -273,36 +176,14 @@ class Tracker:
             self.client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
 
-    def ui_url(self, experiment_id: str | None, host: str = "127.0.0.1", port: int = 5000,
-               view_key: str | None = None, charts: bool = False) -> str:
-        """:func:`vampstudy.layout.ui_url` (the classic runs table, on a saved view)."""
-        return layout.ui_url(experiment_id, host, port, view_key, charts)
+    def experiment_tags(self, experiment_id: str) -> dict:
+        """The experiment's tags."""
+        return dict(self.client.get_experiment(experiment_id).tags)
 
-    def save_view(self, experiment_id: str, state: dict, key: str, name: str = "") -> str:
-        """Store a runs-view state (columns, sort, charts; see :mod:`vampstudy.views`) as the
-        MLflow UI's shared view ``key`` and mark it the experiment's latest; returns ``key``.
-
-        MLflow's UI reads the experiment tag ``mlflow.sharedViewState.<key>`` when the URL
-        carries ``viewStateShareKey=<key>``; the value is a saved-view envelope
-        ``{"name", "createdAt", "state"}`` whose ``state`` is the view as JSON text.
-        """
-        envelope = {"name": name or key, "createdAt": int(time.time() * 1000),
-                    "state": json.dumps(state, separators=(",", ":"))}
-        self.client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key,
-                                       json.dumps(envelope, separators=(",", ":")))
-        self.client.set_experiment_tag(experiment_id, TAG_LATEST_VIEW, key)
-        return key
-
-    def load_view(self, experiment_id: str, key: str) -> dict | None:
-        """The state saved by :meth:`save_view` under ``key`` (None when absent)."""
-        value = self.client.get_experiment(experiment_id).tags.get(VIEW_TAG_PREFIX + key)
-        return None if value is None else json.loads(json.loads(value)["state"])
-
-    def latest_view(self, experiment_id: str | None) -> str | None:
-        """The key of the view saved last on the experiment (None when there is none)."""
-        if experiment_id is None:
-            return None
-        return self.client.get_experiment(experiment_id).tags.get(TAG_LATEST_VIEW)
+    def set_experiment_tags(self, experiment_id: str, tags: dict) -> None:
+        """Set the experiment's tags ``tags`` (in their order)."""
+        for key, value in tags.items():
+            self.client.set_experiment_tag(experiment_id, key, str(value))
 
     # ------------------------------------------------------------- runs
     def start_run(self, experiment_id: str, run_name: str, tags: dict,
@@ -353,11 +234,6 @@ class Tracker:
             local.write_bytes(data)
             self.client.log_artifact(run_id, str(local), directory or None)
 
-    def log_arrays(self, run_id: str, arrays: dict, path: str = "arrays.npz") -> None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-        self.log_bytes(run_id, buf.getvalue(), path)
-
     def log_table(self, run_id: str, rows: list[dict], name: str) -> None:
         """An MLflow table (``<name>.json``, shown in the UI) and ``<name>.csv``."""
         if rows:
@@ -378,7 +254,7 @@ class Tracker:
         (for closing runs after the server went away); ``force``: even where the user set
         MLFLOW_HTTP_REQUEST_* (for a Ray worker, whose failed recording the driver redoes
         patiently with the user's settings)."""
-        return _short_http_retries(force)
+        return stores.short_http_retries(force)
 
     # ------------------------------------------------------ batched writes
     def log_run_batch(self, run_id: str, params: dict | None = None, metrics: dict | None = None,
@@ -425,13 +301,17 @@ class Tracker:
 
     def _upload(self, run_id: str, files: dict[str, bytes]) -> None:
         """Every file in one ``log_artifacts`` of the run's artifact repository (found without
-        a request while the run is open)."""
+        a request while the run is open); straight into the run's folder when that is local."""
+        uri = self._artifact_uris.get(run_id)
+        folder = stores.local_path(uri) if uri is not None else None
+        if folder is not None:
+            try:
+                write_artifact_files(folder, files)
+            except OSError as exc:
+                raise TrackingError(stores.artifact_error(uri, exc)) from exc
+            return
         with tempfile.TemporaryDirectory() as tmp:
-            for path, data in files.items():
-                local = Path(tmp) / path
-                local.parent.mkdir(parents=True, exist_ok=True)
-                local.write_bytes(data)
-            uri = self._artifact_uris.get(run_id)
+            write_artifact_files(Path(tmp), files)
             if uri is None:
                 self.client.log_artifacts(run_id, tmp)
                 return
@@ -440,21 +320,26 @@ class Tracker:
             except OSError as exc:
                 raise TrackingError(stores.artifact_error(uri, exc)) from exc
 
-    @staticmethod
-    def arrays_bytes(arrays: dict) -> bytes:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-        return buf.getvalue()
-
     # ----------------------------------------------------------- search
     def find_runs(self, experiment_id: str, tags: dict, statuses: tuple[str, ...] = ()) -> list:
         """Runs whose tags equal ``tags`` (newest first), optionally of the given statuses."""
-        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
-        runs = self.client.search_runs([experiment_id], " and ".join(clauses),
-                                       order_by=["attributes.start_time DESC"], max_results=5000)
+        runs = self.search_runs([experiment_id], tags)
         if statuses:
             runs = [r for r in runs if r.info.status in statuses]
         return runs
+
+    def search_runs(self, experiment_ids: list[str] | None, tags: dict,
+                    max_results: int = 5000) -> list:
+        """Runs of the experiments (None: every experiment) whose tags equal ``tags``, newest
+        first, at most ``max_results``."""
+        if experiment_ids is None:
+            experiment_ids = [e.experiment_id for e in self.client.search_experiments()]
+        if not experiment_ids:
+            return []
+        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        return self.client.search_runs(experiment_ids, " and ".join(clauses),
+                                       order_by=["attributes.start_time DESC"],
+                                       max_results=max_results)
 
     def get_run(self, run_id: str):
         return self.client.get_run(run_id)
@@ -520,75 +405,43 @@ class Tracker:
             logger.info("dataset %s was created by another run meanwhile; linking it", name)
             self.client.log_inputs(run_id, datasets=inputs)
 
-    # ------------------------------------------------------------ study runs
-    def study_runs(self, max_results: int = 50) -> list:
-        """Parent (study) runs across experiments, newest first."""
-        exps = [e.experiment_id for e in self.client.search_experiments()]
-        if not exps:
-            return []
-        return self.client.search_runs(exps, f"tags.`{TAG_ROLE}` = 'study'",
-                                       order_by=["attributes.start_time DESC"],
-                                       max_results=max_results)
+    # --------------------------------------- the CLI's calls (delegates; see the modules)
+    # cli.py still calls these; they load their module on use, so that a process that only
+    # records runs (the measuring process) never imports them.
+    def ui_url(self, experiment_id, host="127.0.0.1", port=5000, view_key=None, charts=False):
+        from .sharedviews import ui_url
 
-    def latest_study_experiment(self) -> str | None:
-        runs = self.study_runs(max_results=1)
-        return runs[0].info.experiment_id if runs else None
+        return ui_url(experiment_id, host, port, view_key, charts)
+
+    def load_view(self, experiment_id: str, key: str):
+        from .sharedviews import load_view
+
+        return load_view(self, experiment_id, key)
+
+    def latest_view(self, experiment_id):
+        from .sharedviews import latest_view
+
+        return latest_view(self, experiment_id)
+
+    def latest_study_experiment(self):
+        from .studyruns import latest_study_experiment
+
+        return latest_study_experiment(self)
 
     def resolve_study_run(self, run_id: str = "latest"):
-        """A study's parent run by id, or the newest one for ``latest``."""
-        if run_id == "latest":
-            runs = self.study_runs(max_results=1)
-            if not runs:
-                raise TrackingError(f"no study runs in {self.uri}; run `vampstudy run periodic` first")
-            return runs[0]
-        try:
-            return self.client.get_run(run_id)
-        except Exception as exc:
-            raise TrackingError(f"no run {run_id!r} in {self.uri}; `vampstudy show` without an id shows "
-                      "the latest study run") from exc
+        from .studyruns import resolve_study_run
 
-    # --------------------------------------------------------------- checks
-    CHECK_EXPERIMENT = "vampstudy-checks"
+        return resolve_study_run(self, run_id)
 
-    def log_check(self, backend, rows: list[dict], status: str, clip: dict,
-                  figures: dict | None = None) -> str:
-        """Record a ``vampstudy check`` battery as a run tagged as a check (not a study).
+    def log_check(self, backend, rows, status, clip, figures=None) -> str:
+        from .checklog import log_check
 
-        ``figures`` maps artifact paths (e.g. ``figures/sampling_schedule.png``)
-        to matplotlib figures logged on the run.
-        """
-        exp = self.experiment_id(self.CHECK_EXPERIMENT)
-        run_id = self.start_run(exp, f"check · {backend.name} · {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                {TAG_ROLE: "check", TAG_BACKEND: backend.name,
-                                 "vampstudy.check_status": status})
-        try:
-            self.log_params(run_id, {**backend.info(), **backend.options(),
-                                     "audio_path": clip.get("path"), "audio_sha256": clip.get("sha256")})
-            metrics = {}
-            for row in rows:
-                key = "check_" + "".join(ch if ch.isalnum() else "_" for ch in row["check"])
-                metrics[key] = {"PASS": 1.0, "WARN": 0.5, "FAIL": 0.0}[row["status"]]
-                if row.get("value") is not None:
-                    metrics[key + "_value"] = row["value"]
-            self.log_metrics(run_id, metrics)
-            self.log_table(run_id, rows, "checks")
-            for path, figure in (figures or {}).items():
-                self.log_figure(run_id, figure, path)
-        finally:
-            self.finish(run_id, "FINISHED")
-        return run_id
+        return log_check(self, backend, rows, status, clip, figures)
 
     def last_check(self, backend_name: str) -> str:
-        """``STATUS (check run ID, date)`` of the newest check of this backend, or ``never``."""
-        exp = self.experiment_id(self.CHECK_EXPERIMENT, create=False)
-        if exp is None:
-            return "never"
-        runs = self.find_runs(exp, {TAG_ROLE: "check", TAG_BACKEND: backend_name})
-        if not runs:
-            return "never"
-        run = runs[0]
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
-        return f"{run.data.tags.get('vampstudy.check_status', '?')} (check run {run.info.run_id}, {when})"
+        from .checklog import last_check
+
+        return last_check(self, backend_name)
 
 
 class SystemMetrics:
@@ -618,12 +471,7 @@ class SystemMetrics:
 
 
 def ui_command(tracker: Tracker, host: str, port: int) -> list[str]:
-    """The command line that starts MLflow's UI on the tracker's store."""
-    import sys
+    """:func:`vampstudy.sharedviews.ui_command` (cli.py imports it from here)."""
+    from .sharedviews import ui_command as command
 
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracker.uri,
-           "--host", host, "--port", str(port)]
-    if tracker.artifact_root:
-        cmd += ["--default-artifact-root", tracker.artifact_root]
-    return cmd
-
+    return command(tracker, host, port)

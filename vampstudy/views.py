@@ -5,7 +5,7 @@ MLflow's UI (3.x) restores a *shared view* when its URL carries
 ``mlflow.sharedViewState.<key>`` and applies the search facets
 (filter, sort) and UI state (visible columns, grouping, charts) stored there.
 :func:`comparison_view` builds that state for a finished study, from its
-outcomes alone (pure, no I/O); :meth:`vampstudy.tracking.Tracker.save_view`
+outcomes alone (pure, no I/O); :func:`vampstudy.sharedviews.save_view`
 stores it. The view shows
 
 * this study's runs only (its run and its conditions, filtered by the
@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from .sharedviews import save_view
 from .summary import STANDARD_METRICS
 
 #: Metrics shown as columns, in this order, when a study logs them.
@@ -181,7 +182,7 @@ def comparison_view(study, outcomes, metrics: Sequence[str] | None = None,
     -------
     dict
         Search facets and UI state, JSON-serialisable, for
-        :meth:`vampstudy.tracking.Tracker.save_view`.
+        :func:`vampstudy.sharedviews.save_view`.
     """
     outcomes = [o for o in outcomes if o.trial is not None]
     params = varying_params(outcomes)
@@ -228,8 +229,8 @@ def with_columns(state: dict, metrics: Sequence[str]) -> dict:
 def save_comparison_view(tracker, experiment_id: str, parent_run_id: str, study,
                          outcomes, metrics: Sequence[str] | None = None) -> str:
     """Build the study's comparison view and store it on the experiment; returns its key,
-    for :meth:`vampstudy.tracking.Tracker.ui_url` (``view_key=``)."""
+    for :func:`vampstudy.sharedviews.ui_url` (``view_key=``)."""
     tags = tracker.get_run(parent_run_id).data.tags
     state = comparison_view(study, outcomes, metrics, tags.get("vampstudy.config_hash"))
     name = f"{getattr(study, 'name', 'study')} · {parent_run_id[:8]}"
-    return tracker.save_view(experiment_id, state, view_key(parent_run_id), name)
+    return save_view(tracker, experiment_id, state, view_key(parent_run_id), name)

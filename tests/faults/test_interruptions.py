@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from studies.periodic import PeriodicIntervalStudy
 from vampstudy.cli import main
 from vampstudy.runner import AnalysisFailed, StudyInterrupted, run_study
+from vampstudy.studyruns import study_runs
 from vampstudy.tracking import Tracker
 
 from harness import (INTERVALS, census, freeze_after_finished, run_to_the_end, study_cmd,
@@ -151,7 +152,7 @@ def test_cli_interrupt_exits_130_and_says_resume(tmp_path, study_file, music_3s,
     assert "--intervals 2,5,9,13" in hint and hint.endswith(" --resume")
     assert "Aborted" not in res.output
     tracker = Tracker(uri)
-    parent = tracker.study_runs()[0]
+    parent = study_runs(tracker)[0]
     assert parent.info.status == "KILLED"
     running = [r for r in tracker.client.search_runs([parent.info.experiment_id])
                if r.info.status == "RUNNING"]
@@ -195,7 +196,7 @@ def test_sigint_marks_killed_exits_130_and_resume_completes(tmp_path, music_3s,
     assert proc.returncode == 130, err[-2000:]
     assert "--resume" in err and "Traceback" not in err
     tracker = Tracker(uri)
-    assert tracker.study_runs()[0].info.status == "KILLED"
+    assert study_runs(tracker)[0].info.status == "KILLED"
     done = subprocess.run(cmd + ["--resume"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -226,7 +227,7 @@ def test_kill_9_between_recorded_trials_then_resume(tmp_path, music_3s, referenc
     assert proc.returncode == -signal.SIGKILL
     found = census(uri, len(INTERVALS))
     assert found.finished == n and found.parent_status == "RUNNING"
-    parent = Tracker(uri).study_runs()[0]
+    parent = study_runs(Tracker(uri))[0]
     shown = CliRunner().invoke(main, ["show", "--tracking-uri", uri])
     assert f"interrupted: its process {parent.data.tags['vampstudy.pid']} is gone" in shown.output
     assert f"{n} of {len(INTERVALS)} conditions finished" in shown.output

@@ -12,6 +12,7 @@ import soundfile as sf
 
 from vampstudy.audio import synthesize_demo
 from vampstudy.layout import TAG_CONTROL
+from vampstudy.studyruns import study_runs
 from vampstudy.tracking import Tracker
 
 
@@ -30,7 +31,7 @@ def test_three_minute_48k_stereo_clip_finishes(tmp_path):
                           timeout=1500)
     assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
     tracker = Tracker(uri)
-    parent = tracker.study_runs()[0]
+    parent = study_runs(tracker)[0]
     assert parent.info.status == "FINISHED"
     artifacts = {f.path: f.file_size for f in tracker.client.list_artifacts(parent.info.run_id)}
     assert "report.html" in artifacts

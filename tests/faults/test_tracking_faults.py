@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from vampstudy.cli import main
 from vampstudy.errors import ConfigError, TrackingError
+from vampstudy import tracking
 from vampstudy.stores import artifact_root, check_tracking_uri
 from vampstudy.tracking import Tracker
 
@@ -186,6 +187,8 @@ def test_full_artifact_disk_fails_in_one_line_and_leaves_nothing_running(
                 raise OSError(errno.ENOSPC, "No space left on device")
             monkeypatch.setattr(lar.LocalArtifactRepository, "log_artifact", full)
             monkeypatch.setattr(lar.LocalArtifactRepository, "log_artifacts", full)
+            # an open run's files are written straight into its local artifact folder
+            monkeypatch.setattr(tracking, "write_artifact_files", full)
         result = cli("run", "periodic", "--backend", "reference", "--audio", music_3s,
                      "--intervals", "3,7,13,30", "--tracking-uri", uri)
         line = one_line_error(result, "no space left")

@@ -22,6 +22,7 @@ import soundfile as sf
 from .. import stores
 from ..errors import VampstudyError
 from ..layout import TAG_CONDITION, TAG_CONTROL, TAG_ORDER, TAG_PARENT, TAG_ROLE  # noqa: F401
+from ..studyruns import resolve_study_run
 from . import design as dz
 from . import stimuli
 
@@ -158,7 +159,7 @@ def build_test(tracker, run_id: str = "latest", design: str = "mushra",
     if design not in dz.DESIGNS:
         raise VampstudyError(f"--design {design!r} is unknown; choose one of "
                              f"{', '.join(dz.DESIGNS)}")
-    run = tracker.resolve_study_run(run_id)
+    run = resolve_study_run(tracker, run_id)
     if run.info.status != "FINISHED":
         raise VampstudyError(f"study run {run.info.run_id} is {run.info.status}, not FINISHED; "
                              "finish it first (`vampstudy run NAME ... --resume`)")

@@ -24,7 +24,7 @@ import json
 import logging
 import math
 
-from .. import views
+from .. import sharedviews, views
 from ..layout import TAG_STUDY
 from . import stats
 from .design import ANCHOR_3K5, ANCHOR_7K, HIDDEN_REFERENCE
@@ -137,10 +137,10 @@ def record_analysis(tracker, test, journal) -> dict | None:
 def _extend_view(tracker, run_id: str) -> None:
     run = tracker.get_run(run_id)
     exp, key = run.info.experiment_id, views.view_key(run_id)
-    state = tracker.load_view(exp, key)
+    state = sharedviews.load_view(tracker, exp, key)
     if state is not None:
         name = f"{run.data.tags.get(TAG_STUDY, 'study')} · {run_id[:8]}"
-        tracker.save_view(exp, views.with_columns(state, METRICS[:2]), key, name)
+        sharedviews.save_view(tracker, exp, views.with_columns(state, METRICS[:2]), key, name)
 
 
 def summary_rows(summary: dict) -> list[dict]:
