@@ -44,6 +44,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from . import stores
 from .errors import TrackingError
+from .spool import write_artifact
 
 logger = logging.getLogger(__name__)
 
@@ -405,7 +406,8 @@ class Tracker:
                       files: dict[str, bytes] | None = None, tables: dict | None = None,
                       skip_existing_params: bool = True) -> None:
         """Params, metrics, series and tags in as few ``log_batch`` calls as MLflow allows, and
-        every file (artifact path → bytes) in one ``log_artifacts`` upload.
+        every file (artifact path → bytes or :class:`vampstudy.spool.SpooledFile`) in one
+        ``log_artifacts`` upload.
 
         ``tables`` (name → rows) become ``<name>.json`` (MLflow's table format, listed in the
         run's ``mlflow.loggedArtifacts`` tag as MLflow's ``log_table`` does) and ``<name>.csv``
@@ -449,7 +451,7 @@ class Tracker:
             for path, data in files.items():
                 local = Path(tmp) / path
                 local.parent.mkdir(parents=True, exist_ok=True)
-                local.write_bytes(data)
+                write_artifact(local, data)
             uri = self._artifact_uris.get(run_id)
             if uri is None:
                 self.client.log_artifacts(run_id, tmp)
