@@ -50,6 +50,7 @@ Usage::
   × 20 seeds: the growth of the peak **tree PSS** (goal <= 100 MB). In the same runs, the
   time from starting the process to its first model call, study against the bare loop
   (goal <= bare + 0.5 s), and the study's own phase figures (``phase_*_s``).
+  ``--executor process,pipelined`` gives one growth row per executor.
 
 Memory is measured two ways: the child's own peak RSS (``os.wait4``) and the peak of its
 whole process tree's PSS, the sum of ``Pss`` in /proc/PID/smaps_rollup over the child
@@ -388,9 +389,11 @@ SLEEPY = "vampstudy.testing:SleepyBackend"
 INSTANT = "vampstudy.testing:InstantBackend"
 
 
-def bench_growth(table: Table, tmp: Path, timeout: float, few: int = 2, many: int = 20) -> None:
+def bench_growth(table: Table, tmp: Path, timeout: float, few: int = 2, many: int = 20,
+                 executor: str | None = None) -> None:
     """Peak tree PSS of a study with a near-free model, ``few`` vs ``many`` seeds × 11
-    intervals on a real 10 s clip; and start to first model call, study vs bare loop."""
+    intervals on a real 10 s clip (``--executor executor``; None: the CLI's default);
+    and start to first model call, study vs bare loop."""
     wav = tmp / "real10s.wav"
     write_real_clip(wav, 10.0)
     intervals = ",".join(map(str, NOTEBOOK_INTERVALS))
@@ -399,10 +402,11 @@ def bench_growth(table: Table, tmp: Path, timeout: float, few: int = 2, many: in
                     "--seeds", ",".join(map(str, range(few)))], cwd=str(tmp), timeout=timeout)
     runs = {}
     for n in (few, many):
-        work = tmp / f"growth{n}"
+        work = tmp / f"growth{n}-{executor or 'default'}"
         create_store(work)
         m, _ = run_study(work, ["--audio", str(wav), "--no-controls",
-                                "--seeds", ",".join(map(str, range(n)))],
+                                "--seeds", ",".join(map(str, range(n))),
+                                *(["--executor", executor] if executor else [])],
                          timeout, backend=INSTANT)
         if m.rc:
             table.add(f"growth, {n} seeds", "failed (see above)")
@@ -410,7 +414,8 @@ def bench_growth(table: Table, tmp: Path, timeout: float, few: int = 2, many: in
         runs[n] = (m, parent_metrics(work / "mlflow.db"))
     (m_few, p_few), (m_many, p_many) = runs[few], runs[many]
     k = len(NOTEBOOK_INTERVALS)
-    table.add(f"instant-test, real 10 s clip: peak tree PSS, {k * few} / {k * many} trials",
+    table.add(f"instant-test, real 10 s clip, --executor {executor or '(default)'}: "
+              f"peak tree PSS, {k * few} / {k * many} trials",
               f"{mb(m_few.peak_pss)} / {mb(m_many.peak_pss)} (peak RSS {mb(m_few.peak_rss)} / "
               f"{mb(m_many.peak_rss)}; wall {m_few.wall_s:.1f} s / {m_many.wall_s:.1f} s)")
     grow = m_many.peak_pss - m_few.peak_pss
@@ -496,6 +501,9 @@ def main() -> None:
                         help="Math-library threads of every child (OMP/MKL_NUM_THREADS; the same "
                              "for the bare loop and the study). Default: the libraries' own "
                              "choice. 1 keeps figures sane on a machine shared with other jobs.")
+    parser.add_argument("--executor", default=None, metavar="NAME[,NAME]",
+                        help="growth: the study's --executor, one growth row each (e.g. "
+                             "process,pipelined). Default: the CLI's default executor.")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--audio", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--intervals", default=None, help=argparse.SUPPRESS)
@@ -534,7 +542,8 @@ def main() -> None:
         if "lengths" in only:
             bench_lengths(table, Path(tmp), lengths, args.timeout)
         if "growth" in only:
-            bench_growth(table, Path(tmp), args.timeout)
+            for executor in (args.executor.split(",") if args.executor else [None]):
+                bench_growth(table, Path(tmp), args.timeout, executor=executor)
     print()
     print(table.render())
     print(f"(load average at the end {os.getloadavg()[0]:.2f})")
