@@ -50,7 +50,10 @@ Usage::
   × 20 seeds: the growth of the peak **tree PSS** (goal <= 100 MB). In the same runs, the
   time from starting the process to its first model call, study against the bare loop
   (goal <= bare + 0.5 s), and the study's own phase figures (``phase_*_s``).
-  ``--executor process,pipelined`` gives one growth row per executor.
+  ``--executor process,pipelined`` gives one growth row per executor. Beside the tree PSS
+  it prints the tree's anonymous + shared-memory PSS (``Pss_Anon + Pss_Shmem``): the heap
+  without the libraries' file pages, whose share in PSS moves with how many other
+  processes on the machine map the same torch libraries.
 
 Memory is measured two ways: the child's own peak RSS (``os.wait4``) and the peak of its
 whole process tree's PSS, the sum of ``Pss`` in /proc/PID/smaps_rollup over the child
@@ -114,6 +117,7 @@ class Measured:
     out: str
     peak_pss: int = 0      # bytes: the largest sampled PSS of the child's whole process tree
     first_vamp_s: float | None = None   # start of the child → its first model call
+    peak_pss_anon: int = 0  # bytes: the same for Pss_Anon + Pss_Shmem (no library pages)
 
 
 #: Seconds between two samples of a child's process-tree PSS.
@@ -140,21 +144,28 @@ def descendants(pid: int) -> list[int]:
     return tree
 
 
-def tree_pss(pid: int) -> int:
+def tree_pss(pid: int, fields: tuple[str, ...] = ("Pss:",)) -> int:
     """Proportional set size of ``pid``'s process tree in bytes: the sum of ``Pss`` in each
     process' /proc/PID/smaps_rollup (a page shared by n processes counts 1/n in each, so
-    the sum counts it once). 0 where /proc has no smaps_rollup (not Linux)."""
+    the sum counts it once). 0 where /proc has no smaps_rollup (not Linux).
+
+    ``fields=ANON_FIELDS`` sums the anonymous and shared-memory part only: the heap, not
+    the libraries' file pages, whose share depends on how many *other* processes on the
+    machine map the same torch libraries (noise on a shared machine)."""
     total = 0
     for p in descendants(pid):
         try:
             with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("Pss:"):
+                    if line.startswith(fields):
                         total += int(line.split()[1]) * 1024
-                        break
-        except OSError:   # gone meanwhile, or not readable
+        except (OSError, ValueError, IndexError):   # gone meanwhile, or not readable
             continue
     return total
+
+
+#: smaps_rollup fields of a process' own heap and shared memory (Linux >= 5.x).
+ANON_FIELDS = ("Pss_Anon:", "Pss_Shmem:")
 
 
 #: Extra environment of every child (``--threads`` sets the math libraries' thread counts).
@@ -173,7 +184,7 @@ def measure(cmd: list[str], cwd: str | None = None, timeout: float | None = None
                **CHILD_ENV)
     started_at = time.time()
     start = time.perf_counter()
-    peak_pss, next_sample = 0, start
+    peak_pss, peak_anon, next_sample = 0, 0, start
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = None if timeout is None else start + timeout
@@ -181,6 +192,7 @@ def measure(cmd: list[str], cwd: str | None = None, timeout: float | None = None
         while True:
             if time.perf_counter() >= next_sample:
                 peak_pss = max(peak_pss, tree_pss(proc.pid))
+                peak_anon = max(peak_anon, tree_pss(proc.pid, ANON_FIELDS))
                 next_sample = time.perf_counter() + PSS_INTERVAL_S
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
@@ -201,7 +213,7 @@ def measure(cmd: list[str], cwd: str | None = None, timeout: float | None = None
             first = float(f.read()) - started_at
         os.unlink(stamp.name)
     return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,
-                    124 if timed_out else proc.returncode, out, peak_pss, first)
+                    124 if timed_out else proc.returncode, out, peak_pss, first, peak_anon)
 
 
 def vampstudy_cmd() -> list[str]:
@@ -422,6 +434,10 @@ def bench_growth(table: Table, tmp: Path, timeout: float, few: int = 2, many: in
     table.add(f"  tree PSS growth, {k * many} vs {k * few} trials",
               f"{grow / 1024 ** 2:+,.0f} MB ({grow / (k * (many - few)) / 1024 ** 2:.2f} MB a trial)",
               "<= 100 MB", grow <= 100 * 1024 ** 2)
+    anon = m_many.peak_pss_anon - m_few.peak_pss_anon
+    table.add("  the same, anonymous + shared memory only (Pss_Anon + Pss_Shmem)",
+              f"{mb(m_few.peak_pss_anon)} / {mb(m_many.peak_pss_anon)}: {anon / 1024 ** 2:+,.0f} MB "
+              f"({anon / (k * (many - few)) / 1024 ** 2:.2f} MB a trial)")
     table.add(f"  phases, {k * many} trials", phases_line(p_many))
     if bare.first_vamp_s is None or m_few.first_vamp_s is None:
         table.add("start to first model call", "not measured (no first-call stamp)")
