@@ -51,6 +51,10 @@ Usage::
   × 20 seeds: the growth of the peak **tree PSS** (goal <= 100 MB). In the same runs, the
   time from starting the process to its first model call, study against the bare loop
   (goal <= bare + 0.5 s), and the study's own phase figures (``phase_*_s``).
+  ``--executor process,pipelined`` gives one growth row per executor. Beside the tree PSS
+  it prints the tree's anonymous + shared-memory PSS (``Pss_Anon + Pss_Shmem``): the heap
+  without the libraries' file pages, whose share in PSS moves with how many other
+  processes on the machine map the same torch libraries.
 
 Memory is measured two ways: the child's own peak RSS (``os.wait4``) and the peak of its
 whole process tree's PSS, the sum of ``Pss`` in /proc/PID/smaps_rollup over the child
@@ -114,6 +118,7 @@ class Measured:
     out: str
     peak_pss: int = 0      # bytes: the largest sampled PSS of the child's whole process tree
     first_vamp_s: float | None = None   # start of the child → its first model call
+    peak_pss_anon: int = 0  # bytes: the same for Pss_Anon + Pss_Shmem (no library pages)
 
 
 #: Seconds between two samples of a child's process-tree PSS.
@@ -140,21 +145,28 @@ def descendants(pid: int) -> list[int]:
     return tree
 
 
-def tree_pss(pid: int) -> int:
+def tree_pss(pid: int, fields: tuple[str, ...] = ("Pss:",)) -> int:
     """Proportional set size of ``pid``'s process tree in bytes: the sum of ``Pss`` in each
     process' /proc/PID/smaps_rollup (a page shared by n processes counts 1/n in each, so
-    the sum counts it once). 0 where /proc has no smaps_rollup (not Linux)."""
+    the sum counts it once). 0 where /proc has no smaps_rollup (not Linux).
+
+    ``fields=ANON_FIELDS`` sums the anonymous and shared-memory part only: the heap, not
+    the libraries' file pages, whose share depends on how many *other* processes on the
+    machine map the same torch libraries (noise on a shared machine)."""
     total = 0
     for p in descendants(pid):
         try:
             with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("Pss:"):
+                    if line.startswith(fields):
                         total += int(line.split()[1]) * 1024
-                        break
-        except OSError:   # gone meanwhile, or not readable
+        except (OSError, ValueError, IndexError):   # gone meanwhile, or not readable
             continue
     return total
+
+
+#: smaps_rollup fields of a process' own heap and shared memory (Linux >= 5.x).
+ANON_FIELDS = ("Pss_Anon:", "Pss_Shmem:")
 
 
 #: Extra environment of every child (``--threads`` sets the math libraries' thread counts).
@@ -173,7 +185,7 @@ def measure(cmd: list[str], cwd: str | None = None, timeout: float | None = None
                **CHILD_ENV)
     started_at = time.time()
     start = time.perf_counter()
-    peak_pss, next_sample = 0, start
+    peak_pss, peak_anon, next_sample = 0, 0, start
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = None if timeout is None else start + timeout
@@ -181,6 +193,7 @@ def measure(cmd: list[str], cwd: str | None = None, timeout: float | None = None
         while True:
             if time.perf_counter() >= next_sample:
                 peak_pss = max(peak_pss, tree_pss(proc.pid))
+                peak_anon = max(peak_anon, tree_pss(proc.pid, ANON_FIELDS))
                 next_sample = time.perf_counter() + PSS_INTERVAL_S
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
@@ -201,7 +214,7 @@ def measure(cmd: list[str], cwd: str | None = None, timeout: float | None = None
             first = float(f.read()) - started_at
         os.unlink(stamp.name)
     return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,
-                    124 if timed_out else proc.returncode, out, peak_pss, first)
+                    124 if timed_out else proc.returncode, out, peak_pss, first, peak_anon)
 
 
 def vampstudy_cmd() -> list[str]:
@@ -397,9 +410,11 @@ SLEEPY = "vampstudy.testing:SleepyBackend"
 INSTANT = "vampstudy.testing:InstantBackend"
 
 
-def bench_growth(table: Table, tmp: Path, timeout: float, few: int = 2, many: int = 20) -> None:
+def bench_growth(table: Table, tmp: Path, timeout: float, few: int = 2, many: int = 20,
+                 executor: str | None = None) -> None:
     """Peak tree PSS of a study with a near-free model, ``few`` vs ``many`` seeds × 11
-    intervals on a real 10 s clip; and start to first model call, study vs bare loop."""
+    intervals on a real 10 s clip (``--executor executor``; None: the CLI's default);
+    and start to first model call, study vs bare loop."""
     wav = tmp / "real10s.wav"
     write_real_clip(wav, 10.0)
     intervals = ",".join(map(str, NOTEBOOK_INTERVALS))
@@ -408,10 +423,11 @@ def bench_growth(table: Table, tmp: Path, timeout: float, few: int = 2, many: in
                     "--seeds", ",".join(map(str, range(few)))], cwd=str(tmp), timeout=timeout)
     runs = {}
     for n in (few, many):
-        work = tmp / f"growth{n}"
+        work = tmp / f"growth{n}-{executor or 'default'}"
         create_store(work)
         m, _ = run_study(work, ["--audio", str(wav), "--no-controls",
-                                "--seeds", ",".join(map(str, range(n)))],
+                                "--seeds", ",".join(map(str, range(n))),
+                                *(["--executor", executor] if executor else [])],
                          timeout, backend=INSTANT)
         if m.rc:
             table.add(f"growth, {n} seeds", "failed (see above)")
@@ -419,13 +435,18 @@ def bench_growth(table: Table, tmp: Path, timeout: float, few: int = 2, many: in
         runs[n] = (m, parent_metrics(work / "mlflow.db"))
     (m_few, p_few), (m_many, p_many) = runs[few], runs[many]
     k = len(NOTEBOOK_INTERVALS)
-    table.add(f"instant-test, real 10 s clip: peak tree PSS, {k * few} / {k * many} trials",
+    table.add(f"instant-test, real 10 s clip, --executor {executor or '(default)'}: "
+              f"peak tree PSS, {k * few} / {k * many} trials",
               f"{mb(m_few.peak_pss)} / {mb(m_many.peak_pss)} (peak RSS {mb(m_few.peak_rss)} / "
               f"{mb(m_many.peak_rss)}; wall {m_few.wall_s:.1f} s / {m_many.wall_s:.1f} s)")
     grow = m_many.peak_pss - m_few.peak_pss
     table.add(f"  tree PSS growth, {k * many} vs {k * few} trials",
               f"{grow / 1024 ** 2:+,.0f} MB ({grow / (k * (many - few)) / 1024 ** 2:.2f} MB a trial)",
               "<= 100 MB", grow <= 100 * 1024 ** 2)
+    anon = m_many.peak_pss_anon - m_few.peak_pss_anon
+    table.add("  the same, anonymous + shared memory only (Pss_Anon + Pss_Shmem)",
+              f"{mb(m_few.peak_pss_anon)} / {mb(m_many.peak_pss_anon)}: {anon / 1024 ** 2:+,.0f} MB "
+              f"({anon / (k * (many - few)) / 1024 ** 2:.2f} MB a trial)")
     table.add(f"  phases, {k * many} trials", phases_line(p_many))
     if bare.first_vamp_s is None or m_few.first_vamp_s is None:
         table.add("start to first model call", "not measured (no first-call stamp)")
@@ -507,6 +528,9 @@ def main() -> None:
                         help="Math-library threads of every child (OMP/MKL_NUM_THREADS; the same "
                              "for the bare loop and the study). Default: the libraries' own "
                              "choice. 1 keeps figures sane on a machine shared with other jobs.")
+    parser.add_argument("--executor", default=None, metavar="NAME[,NAME]",
+                        help="growth: the study's --executor, one growth row each (e.g. "
+                             "process,pipelined). Default: the CLI's default executor.")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--audio", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--intervals", default=None, help=argparse.SUPPRESS)
@@ -545,7 +569,8 @@ def main() -> None:
         if "lengths" in only:
             bench_lengths(table, Path(tmp), lengths, args.timeout)
         if "growth" in only:
-            bench_growth(table, Path(tmp), args.timeout)
+            for executor in (args.executor.split(",") if args.executor else [None]):
+                bench_growth(table, Path(tmp), args.timeout, executor=executor)
     print()
     print(table.render())
     print(f"(load average at the end {os.getloadavg()[0]:.2f})")

@@ -19,7 +19,7 @@ import torch
 from vampstudy import plots
 from vampstudy.errors import ConfigError
 from vampstudy.fidelity import tempo_bpm
-from vampstudy.listening import listening_report
+from vampstudy.listening import listening_report_file
 from vampstudy.intervals import (IntervalList, interval_tokens, interval_warnings, is_beat,
                                  parse_interval)
 from vampstudy.metrics import interval_ms
@@ -272,7 +272,7 @@ class PeriodicIntervalStudy(MaskingStudy):
         for line in text.splitlines():
             logger.info(line)
         metrics_out = {"spearman_interval_vs_changed": rho} if np.isfinite(rho) else {}
-        report = listening_report(every, session, f"{self.name}: listening report")
+        report = listening_report_file(every, session, f"{self.name}: listening report")
         summary = Summary(metrics=metrics_out, figures=figures, tables=tables,
-                          texts={"observations.txt": text, "report.html": report})
+                          texts={"observations.txt": text}, files={"report.html": report})
         return self.add_evidence(summary, every, session)

@@ -56,6 +56,29 @@ def test_mmd2_matches_a_naive_double_loop():
     assert dist.mmd2_unbiased(x, y, sigma) == pytest.approx(_mmd2_loops(x, y, sigma), rel=1e-9)
 
 
+def test_kernel_blocks_are_bounded_by_entries_not_rows(monkeypatch):
+    """Issue 19: a condition with many seeds has many frames; each kernel block holds at
+    most KERNEL_BLOCK_ENTRIES entries (before, 1024 rows × every column: 128 MB of
+    temporaries at 20 seeds), and the block sums do not depend on the block size."""
+    x, y = _sets(seed=4, m=37, n=29, d=3)
+    gx, gy = np.arange(37) % 3, np.arange(29) % 3
+    whole = dist.kernel_block_sums(x, gx, y, gy, 3, 1.3)
+    direct = np.exp(-((x[:, None, :] - y[None, :, :]) ** 2).sum(-1) / (2 * 1.3 ** 2))
+    expected = np.array([[direct[gx == g][:, gy == h].sum() for h in range(3)] for g in range(3)])
+    np.testing.assert_allclose(whole, expected, rtol=1e-12)
+    steps = []
+    real = dist.kernel_rows_per_block
+    monkeypatch.setattr(dist, "KERNEL_BLOCK_ENTRIES", 100)
+    monkeypatch.setattr(dist, "kernel_rows_per_block", lambda n: steps.append((real(n), n)) or real(n))
+    np.testing.assert_allclose(dist.kernel_block_sums(x, gx, y, gy, 3, 1.3), expected, rtol=1e-12)
+    assert steps == [(3, 29)]                       # 3 rows × 29 columns <= 100 entries
+    dist.kernel_block_sums(x, gx, np.tile(y, (5, 1)), np.tile(gy, 5), 3, 1.3)
+    assert steps[-1] == (1, 145)                    # wider than the budget: one row at a time
+    for n in (1, 99, 100, 101, 4000):
+        rows = real(n)
+        assert rows >= 1 and (rows * n <= 100 or rows == 1)
+
+
 def test_kad_scale_and_median_bandwidth():
     x, y = _sets(seed=2, m=40, n=30, d=5)
     sigma = float(np.median(pdist(x)))

@@ -4,7 +4,12 @@ memory; the analysis reads them back and gives exactly what the in-memory outcom
 from __future__ import annotations
 
 import base64
+import copy
+import gc
+import pickle
 import re
+import weakref
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -15,10 +20,13 @@ from studies.periodic import PeriodicIntervalStudy
 from vampstudy.execute import run_trial
 from vampstudy.plan import plan_study
 from vampstudy.plots import RenderedFigure
-from vampstudy.record import reload_outcome
+from vampstudy.listening import (group_outcomes, listening_report, listening_report_file,
+                                 write_listening_report)
+from vampstudy.record import record_contents, reload_outcome
 from vampstudy.runner import prepare_clips, run_study
+from vampstudy.spool import SpooledFile
 from vampstudy.stored import ArtifactReader, StoredArrays, StoredAudio, holds_audio
-from vampstudy.study import Session, canonical_json
+from vampstudy.study import Session, Summary, canonical_json
 from vampstudy.testing import InstantBackend
 from vampstudy.tracking import Tracker
 
@@ -124,18 +132,21 @@ def test_analysis_identical_to_in_memory_outcomes(studied):
     before = study.analyze(memory, session)
     after = study.analyze(result.outcomes, session)
     assert _same(after.tables, before.tables)
-    assert after.texts.keys() == before.texts.keys() and "report.html" in after.texts
+    assert after.texts.keys() == before.texts.keys() == {"observations.txt"}
     assert after.texts["observations.txt"] == before.texts["observations.txt"]
-    assert "data:audio/ogg" in before.texts["report.html"]
-    assert (_comparable_report(after.texts["report.html"])
-            == _comparable_report(before.texts["report.html"]))
+    # the page is spooled to disk, never one string in the summary
+    page_after, page_before = after.files.pop("report.html"), before.files.pop("report.html")
+    assert isinstance(page_after, SpooledFile) and isinstance(page_before, SpooledFile)
+    page_before = page_before.read().decode()
+    assert "data:audio/ogg" in page_before
+    assert _comparable_report(page_after.read().decode()) == _comparable_report(page_before)
     assert _same(after.metrics, before.metrics) and _same(after.params, before.params)
     assert after.files == before.files
     assert ({k: RenderedFigure.of(f).png for k, f in after.figures.items()}
             == {k: RenderedFigure.of(f).png for k, f in before.figures.items()})
     # the report the run recorded is that same page
     recorded = tracker.artifact_reader(result.parent_run_id).read("report.html").decode()
-    assert _comparable_report(recorded) == _comparable_report(before.texts["report.html"])
+    assert _comparable_report(recorded) == _comparable_report(page_before)
 
 
 def test_reloaded_outcomes_are_lazy_and_equal(studied):
@@ -162,3 +173,80 @@ def test_reader_downloads_when_the_store_is_not_local(studied):
         assert remote.read(path) == local.read(path)
     with pytest.raises(ValueError, match="local folder or a download"):
         ArtifactReader()
+
+
+class _CountingAudio(Mapping):
+    """An outcome's stored audio that counts the decoded signals alive at once."""
+
+    live = 0   # decoded signals not yet freed
+    most = 0
+
+    def __init__(self, stored):
+        self._stored = stored
+
+    def __iter__(self):
+        return iter(self._stored)
+
+    def __len__(self):
+        return len(self._stored)
+
+    def __getitem__(self, name):
+        signal = self._stored[name]
+        cls = type(self)
+        cls.live += 1
+        cls.most = max(cls.most, cls.live)
+        weakref.finalize(signal, cls._freed)
+        return signal
+
+    @classmethod
+    def _freed(cls):
+        cls.live -= 1
+
+
+def test_report_streams_one_card_and_one_output_at_a_time(studied):
+    """The listening report is written card by card while at most two decoded outputs are
+    alive (the one in hand and, for an instant, the one before it): the page of a study of
+    any length never sits in memory, nor do its outputs (issue 19)."""
+    study, backend, tracker, clips, result = studied
+    outcomes = []
+    for o in result.outcomes:
+        o = copy.copy(o)
+        o.audio = _CountingAudio(o.audio)
+        outcomes.append(o)
+    session = Session(backend=backend, clips=clips, seeds=SEEDS)
+    pieces = []
+    _CountingAudio.live = _CountingAudio.most = 0
+
+    def write(text):
+        gc.collect()
+        pieces.append((len(text.encode()), _CountingAudio.live))
+
+    write_listening_report(outcomes, session, "t", write)
+    groups = group_outcomes(outcomes, clips[0])
+    assert len(groups) >= 4 and sum(len(g) for g in groups) == len(outcomes)
+    # head, the original, one piece per condition card, the tail
+    assert len(pieces) == 1 + len(clips) + len(groups) + 1
+    total = sum(n for n, _ in pieces)
+    assert max(n for n, _ in pieces) < total / 3
+    assert _CountingAudio.most <= 2
+    assert all(alive == 0 for _, alive in pieces), "a decoded output outlived its card"
+    # the same page as the one-string form (Ogg serials aside)
+    one = listening_report(outcomes, session, "t")
+    spooled = listening_report_file(outcomes, session, "t")
+    assert spooled.largest_write == max(n for n, _ in pieces) and spooled.size == len(one.encode())
+    assert _comparable_report(spooled.read().decode()) == _comparable_report(one)
+
+
+def test_spooled_file_is_recorded_and_pickled_byte_for_byte(studied, tmp_path):
+    _, _, tracker, _, result = studied
+    page = SpooledFile()
+    for i in range(3):
+        page.write(f"<p>part {i} – ü</p>\n" * 1000)
+    expected = "".join(f"<p>part {i} – ü</p>\n" * 1000 for i in range(3)).encode()
+    assert page.read() == expected and page.size == len(expected)
+    assert page.largest_write == len(expected) // 3
+    run = tracker.start_run(tracker.get_run(result.parent_run_id).info.experiment_id, "spool", {})
+    record_contents(tracker, run, Summary(files={"page.html": page, "small.bin": b"abc"}))
+    reader = tracker.artifact_reader(run)
+    assert reader.read("page.html") == expected and reader.read("small.bin") == b"abc"
+    assert pickle.loads(pickle.dumps(page)).read() == expected

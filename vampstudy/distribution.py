@@ -57,8 +57,9 @@ KAD_SCALE = 100.0
 BANDWIDTH_MAX_FRAMES = 2000
 #: Bootstrap resamples of clips for the 95 % intervals.
 N_BOOT = 500
-#: Kernel rows computed at once (bounds the memory of :func:`kernel_block_sums`).
-KERNEL_ROW_BLOCK = 1024
+#: Kernel entries computed at once (bounds the memory of :func:`kernel_block_sums`: a few
+#: float64 temporaries of this many entries, 8 MiB each, however many frames a row has).
+KERNEL_BLOCK_ENTRIES = 1 << 20
 
 
 # ------------------------------------------------------------------ FAD
@@ -111,7 +112,9 @@ def kernel_block_sums(a, a_groups, b, b_groups, n_groups: int, bandwidth: float)
     """``S[g, h]`` = sum of ``k(a_i, b_j)`` over rows ``i`` of group ``g`` and ``j`` of group ``h``.
 
     Groups are integers in ``[0, n_groups)``; the kernel is the Gaussian RBF of the module
-    docstring. Computed :data:`KERNEL_ROW_BLOCK` rows at a time.
+    docstring. Computed in blocks of :func:`kernel_rows_per_block` rows of ``a``, so that
+    each block holds at most :data:`KERNEL_BLOCK_ENTRIES` kernel entries: the memory does
+    not grow with the frames of a condition (seeds × clips).
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     a_groups, b_groups = np.asarray(a_groups), np.asarray(b_groups)
@@ -120,12 +123,19 @@ def kernel_block_sums(a, a_groups, b, b_groups, n_groups: int, bandwidth: float)
     b_onehot = np.zeros((len(b), n_groups))
     b_onehot[np.arange(len(b)), b_groups] = 1.0
     out = np.zeros((n_groups, n_groups))
-    for start in range(0, len(a), KERNEL_ROW_BLOCK):
-        rows = a[start:start + KERNEL_ROW_BLOCK]
+    step = kernel_rows_per_block(len(b))
+    for start in range(0, len(a), step):
+        rows = a[start:start + step]
         d2 = (rows * rows).sum(1)[:, None] + b_sq[None, :] - 2.0 * rows @ b.T
         by_col = np.exp(-gamma * np.clip(d2, 0, None)) @ b_onehot          # (rows, groups)
         np.add.at(out, a_groups[start:start + len(rows)], by_col)
     return out
+
+
+def kernel_rows_per_block(n_columns: int) -> int:
+    """Rows of a kernel block of ``n_columns`` columns within :data:`KERNEL_BLOCK_ENTRIES`
+    entries (at least one row)."""
+    return max(1, KERNEL_BLOCK_ENTRIES // max(1, n_columns))
 
 
 def mmd2_unbiased(x, y, bandwidth: float) -> float:

@@ -28,11 +28,13 @@ import html
 import io
 import itertools
 import logging
+from typing import Callable
 
 import numpy as np
 import torch
 
 from . import levels, plots
+from .spool import SpooledFile
 from .summary import STANDARD_METRICS, mean_ci
 
 logger = logging.getLogger(__name__)
@@ -222,7 +224,28 @@ def _condition_card(page: _Page, group, names) -> str:
 
 
 def listening_report(outcomes, session, title: str) -> str:
-    """The HTML page (a string): every condition and seed of every clip."""
+    """The HTML page as one string: every condition and seed of every clip.
+
+    For a few outcomes (a test, a small study); a study's analysis uses
+    :func:`listening_report_file`, which never holds the whole page.
+    """
+    parts: list[str] = []
+    write_listening_report(outcomes, session, title, parts.append)
+    return "".join(parts)
+
+
+def listening_report_file(outcomes, session, title: str) -> SpooledFile:
+    """The HTML page written card by card to a :class:`vampstudy.spool.SpooledFile`
+    (what :attr:`vampstudy.study.Record.files` takes as ``report.html``)."""
+    out = SpooledFile()
+    write_listening_report(outcomes, session, title, out.write)
+    return out
+
+
+def write_listening_report(outcomes, session, title: str, write: Callable[[str], None]) -> None:
+    """Write the page to ``write`` in pieces: the head, then each clip's original and each
+    condition's card as soon as it is built. At most one card (one condition's seeds) and
+    one decoded output are held at a time, so memory does not grow with the trials."""
     backend = session.backend
     label = plots.backend_label(backend)
     warning = "" if backend.is_vampnet else (
@@ -237,17 +260,22 @@ def listening_report(outcomes, session, title: str) -> str:
     page = _Page(label, preview_seconds(n_players), levels.matching_target(stimuli))
     names = _metric_names(outcomes)
     seeds = sorted({o.trial.seed for o in outcomes}) or list(session.seeds)
-    sections = []
+    write(_head(title, label, page, seeds, len(session.clips), warning))
     for index, (clip, groups) in enumerate(per_clip):
         suffix = "" if len(session.clips) == 1 else f"_{clip.name}"
         player = page.player(clip.signal, f"audio/original{suffix}.wav of the study run",
                              key=("original", index))
-        original = (f"<section class='card'><h3>original</h3><div class='media'><figure>"
-                    f"{player}"
-                    f"{page.spectrogram(clip.signal, 'original')}</figure></div></section>")
-        cards = "".join(_condition_card(page, g, names) for g in groups)
-        sections.append(f"<h2>{html.escape(clip.name)} <small>{html.escape(clip.identity['path'])}"
-                        f"</small></h2>\n{original}\n{cards}")
+        write(f"<h2>{html.escape(clip.name)} <small>{html.escape(clip.identity['path'])}"
+              f"</small></h2>\n<section class='card'><h3>original</h3><div class='media'><figure>"
+              f"{player}"
+              f"{page.spectrogram(clip.signal, 'original')}</figure></div></section>\n")
+        for g in groups:
+            write(_condition_card(page, g, names))
+    write("\n</body></html>\n")
+
+
+def _head(title: str, label: str, page: _Page, seeds: list, n_clips: int, warning: str) -> str:
+    """The page from its doctype to the introduction (style, title, notes)."""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
@@ -272,12 +300,10 @@ table.metrics td:first-child, table.metrics th:first-child {{ text-align: left; 
 .warn {{ background: #fff3cd; border: 1px solid #e0c060; padding: .6em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>{html.escape(label)} · {len(session.clips)} clip(s) · seeds {html.escape(str(seeds))} ·
+<p>{html.escape(label)} · {n_clips} clip(s) · seeds {html.escape(str(seeds))} ·
 audio previews up to {page.cap:.0f} s</p>
 <p class='note'>Every player is loudness-matched to {page.target:.1f} LUFS (ITU-R BS.1770), the
 gain it needed shown under it, so that louder does not sound better; each run's
 <code>audio/*.wav</code> holds the signal at the level it was measured.</p>
 {warning}
-{''.join(sections)}
-</body></html>
 """

@@ -76,7 +76,7 @@ def record_contents(tracker, run_id: str, rec: Record | None, extra_params: dict
     if rec is None and not extra_params and not tags:
         return
     rec = rec or Record()
-    files: dict[str, bytes] = {}
+    files: dict = {}   # artifact path → bytes or SpooledFile
     for name, signal in rec.audio.items():
         files[f"audio/{name}.wav"] = audio_io.signal_to_wav_bytes(signal)
     if rec.arrays:

@@ -155,9 +155,11 @@ class Record:
     tables : dict
         name → list of row dicts, logged as an MLflow table and a CSV.
     texts : dict
-        artifact path → text (e.g. ``report.html``, ``observations.txt``).
+        artifact path → text (e.g. ``observations.txt``).
     files : dict
-        artifact path → bytes (e.g. ``embeddings/mel.npz``).
+        artifact path → bytes (e.g. ``embeddings/mel.npz``) or a
+        :class:`vampstudy.spool.SpooledFile` (a large page written to disk piece by
+        piece, e.g. ``report.html``).
     """
 
     params: dict = field(default_factory=dict)
@@ -300,16 +302,18 @@ class Study:
         (:func:`vampstudy.summary.standard_tables`): per condition the mean,
         std, n and 95 % CI of every metric, per clip when there are several,
         and paired comparisons of neighbouring conditions when there are repeats;
-        and the listening report ``report.html`` when outcomes carry audio.
+        and the listening report ``report.html`` (in :attr:`Record.files`, written to disk
+        card by card) when outcomes carry audio.
         """
-        from .listening import listening_report
+        from .listening import listening_report_file
         from .summary import standard_tables
 
         metrics = list(dict.fromkeys(m for o in outcomes for m in o.metrics if "_cb" not in m))
-        texts = {}
+        files = {}
         if any("output" in o.audio for o in outcomes):
-            texts["report.html"] = listening_report(outcomes, session, f"{self.name}: listening report")
-        return Summary(tables=standard_tables(outcomes, metrics), texts=texts)
+            files["report.html"] = listening_report_file(outcomes, session,
+                                                         f"{self.name}: listening report")
+        return Summary(tables=standard_tables(outcomes, metrics), files=files)
 
 
 class MaskingStudy(Study):

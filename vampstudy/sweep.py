@@ -37,7 +37,7 @@ from . import plots
 from .backends.base import MASK_OPTIONS, SAMPLING_OPTIONS
 from .errors import ConfigError
 from .study import Condition, MaskingStudy, Outcome, Session, Summary
-from .listening import listening_report
+from .listening import listening_report_file
 from .summary import STANDARD_METRICS, standard_tables
 
 logger = logging.getLogger(__name__)
@@ -279,12 +279,10 @@ class SweepStudy(MaskingStudy):
             figures["heatmap_tokens_changed_pct"] = plots.heatmap_figure(
                 grid, list(bv), list(av), xlabel=b, ylabel=a,
                 title=f"{self.name}: % tokens changed", label=label)
-        report = listening_report(outcomes, session, f"{self.name}: listening report")
-        texts = {"report.html": report}
-        if notes:
-            texts["observations.txt"] = "\n".join(notes) + "\n"
-        return self.add_evidence(Summary(tables=tables, figures=figures, texts=texts), outcomes,
-                                 session)
+        report = listening_report_file(outcomes, session, f"{self.name}: listening report")
+        texts = {"observations.txt": "\n".join(notes) + "\n"} if notes else {}
+        summary = Summary(tables=tables, figures=figures, texts=texts, files={"report.html": report})
+        return self.add_evidence(summary, outcomes, session)
 
     @staticmethod
     def _marginal(rows: list[dict], option: str, metric: str):

@@ -258,6 +258,7 @@ def _analyze_and_close(study: Study, session: Session, plan: Plan, recorder: Rec
         result = StudyResult(recorder.experiment_id, parent_id, tracker.uri, ordered,
                              list(recorder.failed), len(plan.done), recorder.resumed)
         if ordered:
+            release_free_memory()   # the trials' freed buffers, before the analysis' peak
             summary = with_clipping_note(study.analyze(ordered, session) or Summary(), ordered)
             call(recorder.record_summary, summary)
             release_free_memory()

@@ -45,6 +45,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from . import storeguard, stores
 from .errors import TrackingError
 from .runfiles import dataset_fields, table_files
+from .spool import write_artifact
 from .storeguard import StoreFileGone  # noqa: F401  (raised by a guarded store's statements)
 from .stores import DEFAULT_STORE_DIR, default_store, resolve_tracking_uri  # noqa: F401
 
@@ -98,16 +99,17 @@ def clips_dataset(name: str, clips: list[dict]):
     return mlflow.entities.Dataset(**dataset_fields(name, clips))
 
 
-def write_artifact_files(folder: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` (path relative to ``folder`` → bytes) under ``folder``, as MLflow's
-    local artifact repository lays a run's artifacts out (OSError propagates)."""
+def write_artifact_files(folder: Path, files: dict) -> None:
+    """Write ``files`` (path relative to ``folder`` → bytes or a
+    :class:`~vampstudy.spool.SpooledFile`) under ``folder``, as MLflow's local artifact
+    repository lays a run's artifacts out (OSError propagates)."""
     made: set[Path] = set()
     for path, data in files.items():
         local = folder / path
         if local.parent not in made:
             local.parent.mkdir(parents=True, exist_ok=True)
             made.add(local.parent)
-        local.write_bytes(data)
+        write_artifact(local, data)
 
 
 class Tracker:
@@ -262,7 +264,8 @@ class Tracker:
                       files: dict[str, bytes] | None = None, tables: dict | None = None,
                       skip_existing_params: bool = True) -> None:
         """Params, metrics, series and tags in as few ``log_batch`` calls as MLflow allows, and
-        every file (artifact path → bytes) in one ``log_artifacts`` upload.
+        every file (artifact path → bytes or :class:`vampstudy.spool.SpooledFile`) in one
+        ``log_artifacts`` upload.
 
         ``tables`` (name → rows) become ``<name>.json`` (MLflow's table format, listed in the
         run's ``mlflow.loggedArtifacts`` tag as MLflow's ``log_table`` does) and ``<name>.csv``
