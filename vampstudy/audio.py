@@ -354,24 +354,30 @@ def _read_signal(p: Path) -> AudioSignal:
     return AudioSignal(torch.from_numpy(np.ascontiguousarray(data.T))[None], int(sr))
 
 
-def check_audible(signal: AudioSignal, label: str) -> float:
+def check_audible(signal: AudioSignal, label: str, loudness: bool = True) -> float | None:
     """Return the clip's loudness in LUFS, refusing silent or near-silent audio.
 
     Loudness normalisation divides by the measured loudness, so silence would
-    produce an enormous (or non-finite) gain; it is refused here instead.
+    produce an enormous (or non-finite) gain; it is refused here instead. With
+    ``loudness=False`` only what needs no loudness meter is checked (digital silence, a
+    constant offset) and None is returned: the meter's import (scipy.signal, about a
+    second) is then left to the measuring process, which checks the rest
+    (:func:`vampstudy.tracked.track_study`) before anything is logged.
     """
     mono = signal.clone().to_mono()
     peak = float(mono.audio_data.abs().max())
     if peak > 0 and float((mono.audio_data - mono.audio_data.mean()).abs().max()) < 1e-6 * peak:
         raise AudioError(f"{label} holds only a constant (DC) offset of {float(mono.audio_data.mean()):.3g}, "
                          "which is silent; pass a clip with audible sound")
-    loudness = float(mono.loudness().max()) if peak > 0 else float("-inf")
-    if not np.isfinite(loudness) or loudness <= MIN_LOUDNESS_LUFS:
-        shown = "-inf" if not np.isfinite(loudness) else f"{loudness:.1f}"
+    if peak > 0 and not loudness:
+        return None
+    lufs = float(mono.loudness().max()) if peak > 0 else float("-inf")
+    if not np.isfinite(lufs) or lufs <= MIN_LOUDNESS_LUFS:
+        shown = "-inf" if not np.isfinite(lufs) else f"{lufs:.1f}"
         raise AudioError(
             f"{label} is silent or near-silent (loudness {shown} LUFS, peak {peak:.2e}); "
             f"vampstudy needs audible audio above {MIN_LOUDNESS_LUFS:.0f} LUFS — pass another clip")
-    return loudness
+    return lufs
 
 
 def wav_bytes_to_signal(data: bytes) -> AudioSignal:

@@ -42,10 +42,14 @@ DEFAULT_EXECUTOR = "process"
 
 def prepare_clips(backend: Backend, audio: list[str] | tuple[str, ...] = (),
                   clips: list[audio_io.Clip] | None = None,
-                  max_seconds: float | None = audio_io.DEFAULT_MAX_SECONDS) -> list[PreparedClip]:
+                  max_seconds: float | None = audio_io.DEFAULT_MAX_SECONDS,
+                  unmetered: list | None = None) -> list[PreparedClip]:
     """Load, check, preprocess and encode the clips (the built-in demo when none given).
 
     Files longer than ``max_seconds`` are refused from their header, before decoding.
+    With ``unmetered`` (a list) the loudness part of the audibility check is left out
+    and ``(label, original signal)`` of each clip appended there, for the measuring
+    process to check (:func:`vampstudy.audio.check_audible`).
     """
     import torch
 
@@ -60,7 +64,9 @@ def prepare_clips(backend: Backend, audio: list[str] | tuple[str, ...] = (),
         if clip.duration_s < min_s:
             raise AudioError(f"{label} lasts {clip.duration_s * 1000:.1f} ms, shorter than one "
                              f"token ({min_s * 1000:.1f} ms); pass a longer clip")
-        audio_io.check_audible(clip.signal, label)
+        audio_io.check_audible(clip.signal, label, loudness=unmetered is None)
+        if unmetered is not None:
+            unmetered.append((label, clip.signal))
         signal = backend.preprocess(clip.signal)
         codes = backend.encode(signal)
         if not torch.isfinite(signal.audio_data).all():
@@ -144,17 +150,20 @@ def run_study(study: Study, backend: Backend, tracker=None, *, audio=(), seeds=(
     """
     started = time.time()
     seeds = [int(s) for s in seeds] or [0]
-    session, prepared = _prepare(study, backend, audio, seeds, clips, max_seconds)
+    if executor is None or isinstance(executor, str):
+        executor = make_executor(executor or DEFAULT_EXECUTOR)
+    hosted = getattr(executor, "hosts_tracking", False)
+    unmetered: list | None = [] if hosted else None   # the measuring process meters them
+    session, prepared = _prepare(study, backend, audio, seeds, clips, max_seconds, unmetered)
     look_up = check_status == LOOK_UP_CHECK
     plan = plan_study(study, backend, session.clips, seeds, experiment=experiment,
                       check_status=None if look_up else check_status)
-    if executor is None or isinstance(executor, str):
-        executor = make_executor(executor or DEFAULT_EXECUTOR)
     side = TrackingSide(study, session, prepared, plan, tuple(audio), resume,
                         check_status, resolved_config,
                         backend_spec or (backend.name, backend.options()),
-                        tracking_patience, system_metrics, started, process_start_time())
-    if getattr(executor, "hosts_tracking", False):
+                        tracking_patience, system_metrics, started, process_start_time(),
+                        unmetered or [])
+    if hosted:
         return executor.host(side, _uri_of(tracker), progress=progress, notify=notify)
     if not hasattr(tracker, "uri"):   # a URI (or None: the default store)
         from .tracking import Tracker
@@ -168,10 +177,12 @@ def _uri_of(tracker) -> str | None:
 
 
 def _prepare(study: Study, backend: Backend, audio, seeds: list[int],
-             clips: list[PreparedClip] | None, max_seconds: float | None):
+             clips: list[PreparedClip] | None, max_seconds: float | None,
+             unmetered: list | None = None):
     """Phase 1, before any run exists (a failure leaves nothing behind): validate the
     study, prepare the clips and run ``study.prepare``. Returns ``(session, summary)``."""
     study.validate(backend)
-    clips = clips if clips is not None else prepare_clips(backend, audio, max_seconds=max_seconds)
+    clips = clips if clips is not None else prepare_clips(backend, audio, max_seconds=max_seconds,
+                                                          unmetered=unmetered)
     session = Session(backend=backend, clips=clips, seeds=seeds)
     return session, study.prepare(session)

@@ -23,6 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .audio import check_audible
 from .errors import TrackingError, VampstudyError
 from .execute import Executor, Job, RemoteRecording
 from .levels import with_clipping_note
@@ -133,6 +134,9 @@ class TrackingSide:
     system_metrics: bool
     started: float
     process_started: float | None = None
+    #: ``(label, original signal)`` of clips whose loudness is still to be checked
+    #: (:func:`vampstudy.audio.check_audible`; the model process leaves the meter here).
+    unmetered: list = field(default_factory=list)
 
 
 def track_study(side: TrackingSide, executor: Executor, tracker, *,
@@ -143,6 +147,9 @@ def track_study(side: TrackingSide, executor: Executor, tracker, *,
     plan's trials through ``executor`` and record them, analyse, close the parent.
     ``opened(experiment_id, parent_run_id)`` is called once the parent run exists."""
     clock = PhaseClock(process_started=side.process_started)
+    for label, signal in side.unmetered:   # bad input: refused before anything is logged
+        check_audible(signal, label)
+    side.unmetered = []
     study, session, backend = side.study, side.session, side.session.backend
     plan = side.plan
     check_status = side.check_status

@@ -293,6 +293,7 @@ class ProcessExecutor(Executor):
         self.stats: dict = {}
         self._model_times: dict[int, tuple[float, float]] = {}   # pos → (started, seconds)
         self._ring: SlotRing | None = None
+        self._send_lock = threading.Lock()
         self._proc = self._conn = None
         self._ready = False
         self._start()
@@ -344,7 +345,26 @@ class ProcessExecutor(Executor):
             "conditions of this invocation were recorded; they are kept, continue with --resume")
 
     def _send(self, *msg) -> None:
-        self._conn.send(msg)
+        with self._send_lock:
+            self._conn.send(msg)
+
+    def _send_in_background(self, *msg) -> threading.Thread:
+        """Send ``msg`` from a thread: a large message blocks until the measuring process
+        reads it, which it does only once its imports are done; the model loop goes on.
+        The send lock is taken here and released by the thread once sent, so the model
+        loop's own sends follow this one, in order."""
+        def send() -> None:
+            try:
+                self._conn.send(msg)
+            except OSError:   # the measuring process is gone: the replies thread says so
+                pass
+            finally:
+                self._send_lock.release()
+
+        self._send_lock.acquire()
+        sender = threading.Thread(target=send, daemon=True, name="vampstudy-send-study")
+        sender.start()
+        return sender
 
     # ------------------------------------------------------------ execute
     def execute(self, job, trials, sink):
@@ -435,7 +455,7 @@ class ProcessExecutor(Executor):
                                   ) from exc
             replies = _StudyReplies(self, side.plan, progress, notify or logger.warning)
             replies.start()
-            self._send("study", payload)
+            self._send_in_background("study", payload)
             self.stats.update(model_s=0.0, wait_s=0.0)
             with _torch_threads(self.model_threads):
                 return self._host(side, replies, uri)
