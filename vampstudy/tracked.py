@@ -310,6 +310,8 @@ def _execute(executor: Executor, job: Job, plan: Plan, recorder: Recorder,
         raise StudyInterrupted(plan, recorder) from exc
     except VampstudyError as exc:
         dropped = patient.abandon()
+        if not isinstance(exc, StoreOutage):   # the store answers: let a record in progress
+            patient.close()                    # finish, so that no child is left half-written
         _close(recorder, exc, "execute")
         if isinstance(exc, StoreOutage):
             raise TrackingLost(recorder.tracker.uri, len(recorder.outcomes) + len(plan.done),

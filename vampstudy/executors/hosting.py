@@ -45,6 +45,22 @@ class ModelProcessLost(VampstudyError):
     """The model process went away (killed, crashed) while the study ran."""
 
 
+def _lost() -> ModelProcessLost:
+    return ModelProcessLost("the model process went away (killed or crashed) during the study; "
+                            "what was recorded is kept, continue with --resume")
+
+
+def _quietly(send):
+    """``send`` for the recorder's callbacks: a model process that went away is noticed (and
+    the study closed) by :class:`PipeTrials`, not in the middle of recording a trial."""
+    def call(*msg) -> None:
+        try:
+            send(*msg)
+        except OSError:
+            pass
+    return call
+
+
 class PipeTrials(Executor):
     """The measuring process' executor: each trial's model stage comes through the pipe
     from the model process; here it is measured and handed to the sink (the recorder).
@@ -69,9 +85,13 @@ class PipeTrials(Executor):
         try:
             return self.conn.recv()
         except (EOFError, OSError):
-            raise ModelProcessLost("the model process went away (killed or crashed) during the "
-                                   "study; what was recorded is kept, continue with --resume"
-                                   ) from None
+            raise _lost() from None
+
+    def _send(self, *msg) -> None:
+        try:
+            self.pipe.send(*msg)
+        except OSError:
+            raise _lost() from None
 
     def on_interrupt(self, signum=None, frame=None) -> None:
         """The model process' Ctrl-C (``SIGUSR1``; this process ignores SIGINT). While trials
@@ -94,7 +114,7 @@ class PipeTrials(Executor):
 
     def _serve(self, job, trials, sink) -> None:
         by_pos = {t.index: t for t in trials}
-        self.pipe.send("todo", sorted(by_pos))
+        self._send("todo", sorted(by_pos))
         while True:
             msg = self._recv()
             kind = msg[0]
@@ -110,7 +130,7 @@ class PipeTrials(Executor):
 
     def _measured(self, job, planned, slot, name, layout, data, started, model_s) -> TrialResult:
         arrays = self.reader.read(slot, name, layout)   # copies: the slot is free again
-        self.pipe.send("release", slot)
+        self._send("release", slot)
         begun = time.time()
         try:
             outcome = measure(job.study, planned.trial, loads(data, arrays), job.backend)
@@ -191,8 +211,10 @@ def host_study(conn, pipe, payload: bytes) -> None:
     from ..tracking import Tracker
     data = load_payload(payload)
     side, executor = data["side"], PipeTrials(conn, pipe, data["described"])
+    send = _quietly(pipe.send)
+
     def progress(trial, status, i, total):
-        pipe.send("progress", trial.key, status, i, total)
+        send("progress", trial.key, status, i, total)
 
     tracker = None
     signal.signal(signal.SIGUSR1, executor.on_interrupt)
@@ -200,8 +222,8 @@ def host_study(conn, pipe, payload: bytes) -> None:
         tracker = Tracker(data["uri"])
         try:
             result = track_study(side, executor, tracker, progress=progress,
-                                 notify=lambda line: pipe.send("notice", line),
-                                 opened=lambda exp, parent: pipe.send("opened", exp, parent))
+                                 notify=lambda line: send("notice", line),
+                                 opened=lambda exp, parent: send("opened", exp, parent))
         finally:   # the study is closed: a late interrupt changes nothing
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         result.report = report_facts(tracker, result)
