@@ -36,15 +36,30 @@ class Recorder(Study):
         return Summary(metrics={"total": sum(o.metrics["scaled"] for o in outcomes)})
 
 
-def test_hooks_run_in_order(backend, tracker, music_3s):
+@pytest.mark.parametrize("executor", ["sequential", "pipelined"])
+def test_hooks_run_in_order(backend, tracker, music_3s, executor):
     study = Recorder()
-    result = run_study(study, backend, tracker, audio=[str(music_3s)], seeds=[0, 1])
+    result = run_study(study, backend, tracker, audio=[str(music_3s)], seeds=[0, 1],
+                       executor=executor)
     assert study.calls_ == ["validate", "prepare", "iterate", "generate:1:0", "generate:1:1",
                             "generate:2:0", "generate:2:1", "analyze:4"]
     parent = tracker.get_run(result.parent_run_id)
     assert parent.data.metrics["total"] == 12.0
     assert parent.data.params["prepared"] == "True"
     assert parent.data.params["values"] == "1,2" and parent.data.params["scale"] == "2.0"
+
+
+def test_hooks_run_in_order_across_the_two_processes(backend, tracker, music_3s):
+    # the process executor (the default): the model process runs every hook up to generate
+    # on this study object; analyze runs in the measuring process (on its copy), and its
+    # summary is what the parent run holds
+    study = Recorder()
+    result = run_study(study, backend, tracker, audio=[str(music_3s)], seeds=[0, 1])
+    assert study.calls_ == ["validate", "prepare", "iterate", "generate:1:0", "generate:1:1",
+                            "generate:2:0", "generate:2:1"]
+    parent = tracker.get_run(result.parent_run_id)
+    assert parent.data.metrics["total"] == 12.0 and parent.data.params["prepared"] == "True"
+    assert parent.data.params["executor"] == "process"
 
 
 def test_params_come_from_the_signature():

@@ -2,9 +2,10 @@
 
 * the measuring process killed once ``k`` conditions are recorded: the study ends with one
   ``Error:`` line naming it and ``--resume``, the parent run FAILED; ``--resume`` completes;
-* the model process (the CLI) killed once ``k`` conditions are recorded: the measuring
+* the model process (the CLI) killed while it holds conditions still to run (the gated
+  test backend: one condition recorded, the next one's model call waiting): the measuring
   process (which holds the tracking store) marks the study FAILED and exits by itself (no
-  orphan); ``--resume`` completes;
+  orphan, no run left RUNNING); ``--resume`` completes;
 * Ctrl-C at the terminal (SIGINT to the whole process group, the measuring process
   included) once a condition is recorded: exit 130, the study KILLED with no run left
   RUNNING, ``--resume`` completes;
@@ -29,6 +30,9 @@ import pytest
 
 from harness import INTERVALS, census, run_to_the_end, study_cmd, wait_for_finished
 from test_outage import BACK, OUTAGE, Lines
+
+DOUBLES = Path(__file__).resolve().parents[1] / "doubles"
+REPO = DOUBLES.parents[1]
 
 
 def measuring_processes(parent: int, marker: str = "spawn_main") -> list[int]:
@@ -113,16 +117,45 @@ def test_killing_the_measuring_process_fails_the_study_in_one_line_then_resume(
     _resume_completes(cmd, tmp_path, uri, process_metrics)
 
 
-@pytest.mark.parametrize("k", [1, 2])
+def gated_cmd(uri: str, audio: str) -> list[str]:
+    """The study on the gated test backend (``tests/doubles/gated``): the model process
+    vamps once, then waits for the file ``$VAMPSTUDY_TEST_GATE``."""
+    return process_cmd(uri, audio) + ["--backend", "gated:GatedBackend", "--device", "cpu"]
+
+
+def gated_env(gate: Path) -> dict:
+    return {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(DOUBLES)]),
+            "VAMPSTUDY_TEST_GATE": str(gate)}
+
+
+@pytest.fixture(scope="module")
+def gated_metrics(tmp_path_factory, music_3s):
+    """Metrics of the uninterrupted study on the gated backend, its gate open."""
+    tmp = tmp_path_factory.mktemp("gated")
+    (tmp / "gate").touch()
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    done = subprocess.run(gated_cmd(uri, str(music_3s)), cwd=tmp, env=gated_env(tmp / "gate"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = census(uri, len(INTERVALS))
+    assert found.intact, found
+    return found.metrics
+
+
 def test_killing_the_model_process_ends_the_measuring_one_then_resume(
-        tmp_path, music_3s, process_metrics, k):
+        tmp_path, music_3s, gated_metrics):
+    # The model process vamps the first condition, then holds on the closed gate: it is
+    # killed while three conditions are still its to run (with an ungated model, the model
+    # process may already have handed every trial over; the measuring process then finishes
+    # the study, as it should, and there is nothing to fail).
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = process_cmd(uri, str(music_3s))
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+    gate = tmp_path / "gate"
+    cmd, env = gated_cmd(uri, str(music_3s)), gated_env(gate)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        n = wait_for_finished(uri, proc, k)
-        assert k <= n < len(INTERVALS), f"the study ended before {k} conditions were recorded"
+        assert wait_for_finished(uri, proc, 1) == 1, "the study ended before a condition"
         children = measuring_processes(proc.pid)
         assert len(children) == 1
         children += measuring_processes(proc.pid, "resource_tracker")
@@ -137,8 +170,14 @@ def test_killing_the_model_process_ends_the_measuring_one_then_resume(
         assert wait_gone(pid), f"process {pid} outlived the study process"
     found = census(uri, len(INTERVALS))
     # the measuring process, which holds the store, closed the study FAILED before it ended
-    assert found.parent_status == "FAILED" and found.running == 0 and found.finished >= n
-    _resume_completes(cmd, tmp_path, uri, process_metrics)
+    assert (found.parent_status, found.running, found.finished) == ("FAILED", 0, 1), found
+    gate.touch()
+    done = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = census(uri, len(INTERVALS))
+    assert found.intact, found
+    assert found.metrics == gated_metrics
 
 
 def test_a_locked_store_is_announced_by_the_measuring_process_and_waited_out(
