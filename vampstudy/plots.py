@@ -377,7 +377,8 @@ def bitrate_quality_figure(rows: Sequence[dict], embedding: str, *, label: str,
     top = fig.add_subplot(grid[0, :])
     rows = [{**r, "mel_distance": r.get("mel_distance_mean")} for r in rows]
     _bitrate_panel(top, rows, "mel_distance", "mel distance (lower = closer)")
-    top.legend(fontsize=8, loc="best")
+    if top.get_legend_handles_labels()[1]:   # a study without controls may label nothing
+        top.legend(fontsize=8, loc="best")
     for col, metric in enumerate(("fad", "kad")):
         ax = fig.add_subplot(grid[1, col], sharex=top)
         name = f"{metric}_{embedding}"
