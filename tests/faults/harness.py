@@ -134,9 +134,12 @@ def census(uri: str, n_trials: int, experiment: str = "periodic") -> Census:
                   metrics={int(c.data.params["interval"]): c.data.metrics for c in finished})
 
 
-def run_to_the_end(cmd: list[str], cwd, uri: str, timeout: float = 600) -> Census:
-    """Run a study command to its end in a real process; it must exit 0. What the store
-    then holds (the caller asserts what it expects of it)."""
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def run_to_the_end(cmd: list[str], cwd, uri: str, timeout: float = 600,
+                   env: dict | None = None) -> Census:
+    """Run a study command to its end in a real process (``env``: its environment, default
+    this one's); it must exit 0. What the store then holds (the caller asserts what it
+    expects of it)."""
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return census(uri, len(INTERVALS))

@@ -84,8 +84,9 @@ def process_metrics(tmp_path_factory, music_3s):
     return found.metrics
 
 
-def _resume_completes(cmd: list[str], cwd, uri: str, metrics: dict) -> None:
-    found = run_to_the_end(cmd + ["--resume"], cwd, uri)
+def _resume_completes(cmd: list[str], cwd, uri: str, metrics: dict,
+                      env: dict | None = None) -> None:
+    found = run_to_the_end(cmd + ["--resume"], cwd, uri, env=env)
     assert found.intact, found
     assert found.metrics == metrics
 
@@ -135,10 +136,7 @@ def gated_metrics(tmp_path_factory, music_3s):
     tmp = tmp_path_factory.mktemp("gated")
     (tmp / "gate").touch()
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    done = subprocess.run(gated_cmd(uri, str(music_3s)), cwd=tmp, env=gated_env(tmp / "gate"),
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = census(uri, len(INTERVALS))
+    found = run_to_the_end(gated_cmd(uri, str(music_3s)), tmp, uri, env=gated_env(tmp / "gate"))
     assert found.intact, found
     return found.metrics
 
@@ -172,12 +170,7 @@ def test_killing_the_model_process_ends_the_measuring_one_then_resume(
     # the measuring process, which holds the store, closed the study FAILED before it ended
     assert (found.parent_status, found.running, found.finished) == ("FAILED", 0, 1), found
     gate.touch()
-    done = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = census(uri, len(INTERVALS))
-    assert found.intact, found
-    assert found.metrics == gated_metrics
+    _resume_completes(cmd, tmp_path, uri, gated_metrics, env)
 
 
 def test_a_locked_store_is_announced_by_the_measuring_process_and_waited_out(
